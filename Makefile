@@ -1,0 +1,48 @@
+# One obvious command per task. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The venv's tools first, so dvc stages find `dlzoo`; no telemetry from DVC or MLflow.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run full test test-all lint format clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install dlzoo with its dev extras
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: setup ## run the pipeline (dvc repro) on params.yaml's profile: demo by default, offline
+	$(BIN)/dvc repro
+
+full: setup ## run the pipeline on the real data: DLZOO_DATA_MIRROR=dir make full (or with network)
+	$(BIN)/dvc exp run -S data.profile=full
+
+test: setup ## run the default (fast) test suite
+	$(BIN)/pytest
+
+test-all: setup ## run every test, the slow ones too
+	$(BIN)/pytest -m ''
+
+lint: setup ## check style with ruff
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: setup ## format and autofix with ruff
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean: ## remove pipeline outputs (data, models) but keep DVC's cache
+	rm -rf data/raw data/processed

@@ -1,0 +1,1 @@
+"""dlzoo: the classic deep-learning families as a reproducible MLOps pipeline."""

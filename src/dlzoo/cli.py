@@ -1,0 +1,87 @@
+"""`dlzoo`: one subcommand per DVC stage. Each loads params, calls the library, writes outs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dlzoo.config import DEFAULT_PARAMS, load_params
+from dlzoo.data.download import DOWNLOADABLE, download
+from dlzoo.data.generated import GENERATED, generate
+from dlzoo.data.preprocess import PREPROCESSED, preprocess
+from dlzoo.data.sources import DownloadError
+from dlzoo.data.splits import write_splits
+from dlzoo.data.store import atomic_directory
+
+
+def _download(args: argparse.Namespace) -> None:
+    record = download(args.dataset, load_params(args.params).data, args.out)
+    print(f"{args.dataset}: {record['description']} -> {args.out}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    splits, info = generate(args.dataset, load_params(args.params).data)
+    with atomic_directory(args.out) as staging:
+        info = write_splits(staging, splits, info)
+    _print_counts(args.dataset, info)
+
+
+def _preprocess(args: argparse.Namespace) -> None:
+    info = preprocess(args.dataset, load_params(args.params).data, args.raw, args.out)
+    _print_counts(args.dataset, info)
+
+
+def _print_counts(dataset: str, info: dict) -> None:
+    if "vocabulary_words" in info:
+        print(
+            f"{dataset}: vocabulary of {info['vocabulary_words']} words + 3 special ids; "
+            f"variants {', '.join(info['variants'])}"
+        )
+        return
+    for split, summary in info["splits"].items():
+        counts = summary.get("class_counts")
+        detail = ", ".join(f"{name} {n}" for name, n in counts.items()) if counts else ""
+        print(
+            f"{dataset}/{split}: {summary['count']} samples, x {summary['x_shape']} "
+            f"{summary['x_dtype']}{'; ' + detail if detail else ''}"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlzoo", description=__doc__)
+    parser.add_argument(
+        "--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: %(default)s)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("download", help="fetch (full) or make (demo) a data set's raw files")
+    command.add_argument("dataset", choices=DOWNLOADABLE)
+    command.add_argument("--out", type=Path, required=True, help="raw directory to write")
+    command.set_defaults(run=_download)
+
+    command = commands.add_parser("generate", help="generate a synthetic data set's splits")
+    command.add_argument("dataset", choices=GENERATED)
+    command.add_argument("--out", type=Path, required=True, help="processed directory to write")
+    command.set_defaults(run=_generate)
+
+    command = commands.add_parser("preprocess", help="turn raw files into train/val/test splits")
+    command.add_argument("dataset", choices=PREPROCESSED)
+    command.add_argument("--raw", type=Path, required=True, help="raw directory from the download stage")
+    command.add_argument("--out", type=Path, required=True, help="processed directory to write")
+    command.set_defaults(run=_preprocess)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, DownloadError) as error:
+        print(f"dlzoo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

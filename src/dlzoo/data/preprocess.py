@@ -1,0 +1,173 @@
+"""The preprocess stage: raw files in canonical formats -> train/val/test splits on disk.
+
+Images stay uint8 at their native size (compact and lossless); the scaling a model needs is
+recorded in info.json and applied in the model's input pipeline, so a server can accept raw
+images too. Text is tokenised with our own vocabulary, built from the training part only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlzoo.config import CatsDogsConfig, DataConfig
+from dlzoo.data import formats
+from dlzoo.data.download import SOURCE_FILE
+from dlzoo.data.sources import REMOTE_FILES
+from dlzoo.data.splits import INFO_FILE, Split, tail_split, write_splits
+from dlzoo.data.store import atomic_directory, load_json, save_json
+from dlzoo.data.text import OOV_ID, PAD_ID, START_ID, Vocabulary, pad
+
+PREPROCESSED = ("mnist", "cifar10", "cats_dogs", "imdb")
+RAW_OF = {"mnist": "mnist", "cifar10": "cifar10", "cats_dogs": "cifar10", "imdb": "imdb"}
+VOCABULARY_FILE = "vocabulary.json"
+_IMAGE_SCALING = {"scale": 1 / 255, "offset": 0.0, "note": "uint8 pixels; models rescale inputs"}
+
+
+def preprocess(dataset: str, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+    if dataset not in PREPROCESSED:
+        raise ValueError(f"unknown data set to preprocess {dataset!r}; valid: {', '.join(PREPROCESSED)}")
+    source = _read_source(raw_dir, RAW_OF[dataset], config)
+    raw_file = raw_dir / REMOTE_FILES[RAW_OF[dataset]].name
+    base_info = {
+        "dataset": dataset,
+        "profile": config.profile,
+        "stand_in": source["stand_in"],
+        "source": source,
+    }
+    with atomic_directory(out_dir) as staging:
+        if dataset == "imdb":
+            return _imdb(formats.read_imdb_tarball(raw_file), config, base_info, staging)
+        if dataset == "mnist":
+            splits, info = _images(
+                formats.read_mnist_npz(raw_file), config.mnist.val_fraction, [str(i) for i in range(10)]
+            )
+        elif dataset == "cifar10":
+            splits, info = _images(
+                formats.read_cifar_tarball(raw_file), config.cifar10.val_fraction, list(formats.CIFAR_CLASSES)
+            )
+        else:
+            splits, info = _cats_dogs(formats.read_cifar_tarball(raw_file), config.cats_dogs, config.seed)
+        return write_splits(staging, splits, {**base_info, **info})
+
+
+def _read_source(raw_dir: Path, raw_name: str, config: DataConfig) -> dict[str, Any]:
+    path = raw_dir / SOURCE_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{raw_dir} has no {SOURCE_FILE}; run the download stage first (dvc repro download@{raw_name})"
+        )
+    source = load_json(path)
+    if source.get("profile") != config.profile:
+        raise ValueError(
+            f"{raw_dir} holds {source.get('profile')!r} data but data.profile is {config.profile!r}; "
+            f"rerun the download stage (dvc repro)"
+        )
+    return source
+
+
+def _images(raw: formats.ImageSplits, val_fraction: float, classes: list[str]):
+    train, val = tail_split(raw.x_train, raw.y_train.astype(np.int64), val_fraction)
+    splits = {"train": train, "val": val, "test": (raw.x_test, raw.y_test.astype(np.int64))}
+    return splits, {
+        "task": "multiclass_classification",
+        "classes": classes,
+        "input": _IMAGE_SCALING,
+    }
+
+
+def _cats_dogs(raw: formats.ImageSplits, config: CatsDogsConfig, seed: int):
+    """The course's split: first N per class for training, the next M for validation (both from
+    the training split), the first K per class of the test split; all test cats and dogs too."""
+    rng = np.random.default_rng(seed)
+    train_end = config.train_per_class
+    val_end = train_end + config.val_per_class
+    parts = {"train": [], "val": [], "test": [], "test_full": []}
+    for label, cifar_class in enumerate((config.cat_class, config.dog_class)):
+        train_pool = raw.x_train[raw.y_train == cifar_class]
+        test_pool = raw.x_test[raw.y_test == cifar_class]
+        if len(train_pool) < val_end or len(test_pool) < config.test_per_class:
+            raise ValueError(
+                f"data.cats_dogs asks for {val_end} training and {config.test_per_class} test images of "
+                f"CIFAR class {cifar_class}, but the raw data have {len(train_pool)} and {len(test_pool)}"
+            )
+        parts["train"].append((train_pool[:train_end], label))
+        parts["val"].append((train_pool[train_end:val_end], label))
+        parts["test"].append((test_pool[: config.test_per_class], label))
+        parts["test_full"].append((test_pool, label))
+    splits = {name: _shuffled(pieces, rng) for name, pieces in parts.items()}
+    names = [formats.CIFAR_CLASSES[config.cat_class], formats.CIFAR_CLASSES[config.dog_class]]
+    return splits, {"task": "multiclass_classification", "classes": names, "input": _IMAGE_SCALING}
+
+
+def _shuffled(pieces: list[tuple[np.ndarray, int]], rng: np.random.Generator) -> Split:
+    x = np.concatenate([images for images, _ in pieces])
+    y = np.concatenate([np.full(len(images), label, dtype=np.int64) for images, label in pieces])
+    order = rng.permutation(len(x))
+    return x[order], y[order]
+
+
+def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir: Path) -> dict:
+    settings = config.imdb
+    order = np.random.default_rng(config.seed).permutation(len(raw.train_texts))
+    train_texts = [raw.train_texts[i] for i in order]
+    (train_ids, train_y), (val_ids, val_y) = tail_split(
+        np.arange(len(order)), raw.train_labels[order], settings.val_fraction
+    )
+    fit_texts = [train_texts[i] for i in train_ids]
+    # The vocabulary sees the training part only: validation and test words stay unseen.
+    vocabulary = Vocabulary.build(fit_texts, max(settings.vocab_sizes) - 3)
+    vocabulary.save(out_dir / VOCABULARY_FILE)
+    largest = max(settings.vocab_sizes)
+    texts = {"train": fit_texts, "val": [train_texts[i] for i in val_ids], "test": raw.test_texts}
+    labels = {"train": train_y, "val": val_y, "test": raw.test_labels}
+    encoded = {name: [vocabulary.encode(text, largest) for text in texts[name]] for name in texts}
+    lengths = np.array([len(ids) for ids in encoded["train"]])
+    variants = {}
+    for vocab_size in settings.vocab_sizes:
+        splits = {
+            name: (
+                _limit(
+                    pad(encoded[name], settings.max_length, settings.padding, settings.truncating), vocab_size
+                ),
+                labels[name],
+            )
+            for name in texts
+        }
+        variant_info = {
+            **base_info,
+            "dataset": f"imdb/vocab_{vocab_size}",
+            "task": "binary_classification",
+            "classes": ["negative", "positive"],
+            "input": {
+                "vocabulary": f"../{VOCABULARY_FILE}",
+                "vocab_size": vocab_size,
+                "max_length": settings.max_length,
+                "padding": settings.padding,
+                "truncating": settings.truncating,
+                "pad_id": PAD_ID,
+                "start_id": START_ID,
+                "oov_id": OOV_ID,
+            },
+        }
+        variants[f"vocab_{vocab_size}"] = write_splits(out_dir / f"vocab_{vocab_size}", splits, variant_info)
+    summary = {
+        **base_info,
+        "task": "binary_classification",
+        "vocabulary_words": len(vocabulary),
+        "variants": sorted(variants),
+        "train_tokens_per_review": {
+            "mean": float(lengths.mean()),
+            "median": float(np.median(lengths)),
+            "truncated_fraction": float((lengths > settings.max_length).mean()),
+        },
+    }
+    save_json(out_dir / INFO_FILE, summary)
+    return summary
+
+
+def _limit(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Maps ids at or past `vocab_size` to the OOV id, giving the smaller variant."""
+    return np.where(ids < vocab_size, ids, OOV_ID).astype(np.int32)
