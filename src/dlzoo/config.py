@@ -133,7 +133,7 @@ def build(cls: type, raw: Any, path: str) -> Any:
     """Builds dataclass `cls` from plain data, checking keys, types and bounds."""
     where = path or "params.yaml"
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping with keys {_field_names(cls)}, got {raw!r}")
+        raise ValueError(f"{where}: expected a mapping with keys {', '.join(_field_names(cls))}, got {raw!r}")
     names = _field_names(cls)
     unknown = sorted(set(raw) - set(names))
     if unknown:

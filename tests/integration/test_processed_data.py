@@ -1,0 +1,107 @@
+"""Data tests: every processed split of the demo profile, as the pipeline writes it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlzoo.data.splits import load_info, load_split
+from dlzoo.data.store import load_json
+from dlzoo.data.text import Vocabulary
+
+pytestmark = pytest.mark.integration
+
+# data set: (splits, x shape without the batch, x dtype, x range, y dtype, classes or None)
+EXPECTED = {
+    "moons": (("train", "val", "test"), (2,), "float32", (-2.0, 3.0), "int64", 2),
+    "blobs": (("train", "val", "test"), (2,), "float32", (-20.0, 20.0), "int64", 4),
+    "sine": (("train", "val", "test"), (10, 1), "float32", (-1.6, 1.6), "float32", None),
+    "mnist": (("train", "val", "test"), (28, 28), "uint8", (0, 255), "int64", 10),
+    "cifar10": (("train", "val", "test"), (32, 32, 3), "uint8", (0, 255), "int64", 10),
+    "cats_dogs": (("train", "val", "test", "test_full"), (32, 32, 3), "uint8", (0, 255), "int64", 2),
+    "imdb/vocab_10000": (("train", "val", "test"), (200,), "int32", (0, 9999), "int64", 2),
+    "imdb/vocab_20000": (("train", "val", "test"), (200,), "int32", (0, 19999), "int64", 2),
+}
+SPLITS = [(name, split) for name, spec in EXPECTED.items() for split in spec[0]]
+
+
+@pytest.mark.parametrize(("dataset", "split"), SPLITS, ids=[f"{d}-{s}" for d, s in SPLITS])
+def test_split_shapes_dtypes_ranges_and_labels(demo_data: Path, dataset: str, split: str):
+    _, x_tail, x_dtype, (low, high), y_dtype, n_classes = EXPECTED[dataset]
+    x, y = load_split(demo_data / "processed" / dataset, split)
+    assert len(x) == len(y) > 0
+    assert x.shape[1:] == x_tail and str(x.dtype) == x_dtype
+    assert low <= x.min() and x.max() <= high
+    assert np.isfinite(x).all() and y.ndim == 1 and str(y.dtype) == y_dtype
+    if n_classes is None:
+        assert np.isfinite(y).all()
+        return
+    counts = np.bincount(y, minlength=n_classes)
+    assert len(counts) == n_classes, "labels outside 0..classes-1"
+    shares = counts / counts.sum()
+    # Every class present, none under half or over 1.5 times its fair share.
+    assert shares.min() >= 0.5 / n_classes and shares.max() <= 1.5 / n_classes, counts
+
+
+@pytest.mark.parametrize("dataset", list(EXPECTED))
+def test_info_json_describes_the_arrays(demo_data: Path, dataset: str):
+    data_dir = demo_data / "processed" / dataset
+    info = load_info(data_dir)
+    assert info["profile"] == "demo"
+    assert set(info["splits"]) == set(EXPECTED[dataset][0])
+    for split, summary in info["splits"].items():
+        x, y = load_split(data_dir, split)
+        assert summary["x_shape"] == list(x.shape) and summary["count"] == len(x)
+        if info["classes"] is not None:
+            assert sum(summary["class_counts"].values()) == len(y)
+
+
+def test_stand_ins_are_labelled_as_stand_ins(demo_data: Path):
+    for dataset in ("mnist", "cifar10", "cats_dogs", "imdb"):
+        info = load_info(demo_data / "processed" / dataset)
+        assert info["stand_in"] is True, dataset
+        assert "not" in info["source"]["description"]
+    weights = load_json(demo_data / "raw" / "mobilenet_v2" / "source.json")
+    assert weights["weights"] == "random" and weights["files"] == {}
+
+
+def test_cats_dogs_follow_the_course_split_without_leakage(demo_data: Path):
+    data_dir = demo_data / "processed" / "cats_dogs"
+    counts = {
+        split: load_info(data_dir)["splits"][split]["class_counts"] for split in ("train", "val", "test")
+    }
+    assert counts == {
+        "train": {"cat": 200, "dog": 200},
+        "val": {"cat": 50, "dog": 50},
+        "test": {"cat": 50, "dog": 50},
+    }
+    digests = {split: {_digest(image) for image in load_split(data_dir, split)[0]} for split in counts}
+    assert not digests["train"] & digests["val"]
+    assert not digests["train"] & digests["test"]
+
+
+def test_imdb_vocabulary_comes_from_the_training_part(demo_data: Path):
+    data_dir = demo_data / "processed" / "imdb"
+    vocabulary = Vocabulary.load(data_dir / "vocabulary.json")
+    x_train, _ = load_split(data_dir / "vocab_20000", "train")
+    assert x_train.max() == len(vocabulary) + 2  # every word id is used in training
+    # The 10k variant is the 20k one with ranks >= 10000 mapped to the OOV id.
+    small, _ = load_split(data_dir / "vocab_10000", "test")
+    large, _ = load_split(data_dir / "vocab_20000", "test")
+    np.testing.assert_array_equal(small, np.where(large < 10000, large, 2))
+
+
+def test_sine_is_chronological_and_windows_are_consistent(demo_data: Path):
+    data_dir = demo_data / "processed" / "sine"
+    x_train, y_train = load_split(data_dir, "train")
+    # The target of window i is the last input of window i + 1.
+    np.testing.assert_array_equal(x_train[1:, -1, 0], y_train[:-1])
+    x_val, _ = load_split(data_dir, "val")
+    np.testing.assert_array_equal(x_val[0, :-1, 0], x_train[-1, 1:, 0])
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(array.tobytes()).hexdigest()

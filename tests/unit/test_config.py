@@ -1,0 +1,130 @@
+"""Config: params.yaml is strict, typed and frozen; every mistake names its key."""
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlzoo.config import Params, build, load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def raw_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def build_with(raw: dict, dotted_key: str, value) -> Params:
+    changed = copy.deepcopy(raw)
+    *parents, leaf = dotted_key.split(".")
+    node = changed
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    return build(Params, changed, path="")
+
+
+def test_repository_params_load_into_frozen_dataclasses():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.profile == "demo"
+    assert params.data.imdb.vocab_sizes == (10000, 20000)
+    assert params.data.moons.samples == 1000
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.data.profile = "full"
+
+
+def test_unknown_key_names_full_path_and_allowed_keys(raw_params):
+    with pytest.raises(
+        ValueError, match=r"unknown key data\.moons\.epochs; allowed keys here: samples, noise"
+    ):
+        build_with(raw_params, "data.moons.epochs", 3)
+
+
+def test_unknown_data_set_lists_the_known_ones(raw_params):
+    with pytest.raises(
+        ValueError, match=r"unknown key data\.fashion_mnist; allowed keys here: .*mnist, cifar10"
+    ):
+        build_with(raw_params, "data.fashion_mnist", {"val_fraction": 0.1})
+
+
+def test_unknown_profile_lists_allowed_values(raw_params):
+    with pytest.raises(ValueError, match=r"data\.profile: 'tiny' is not allowed; use one of demo, full"):
+        build_with(raw_params, "data.profile", "tiny")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data.moons.samples", "many", r"data\.moons\.samples: expected int, got str 'many'"),
+        ("data.moons.samples", 10.5, r"data\.moons\.samples: expected int, got float"),
+        ("data.moons.samples", True, r"data\.moons\.samples: expected int, got bool"),
+        ("data.mirror", 3, r"data\.mirror: expected str, got int"),
+        ("data.imdb.vocab_sizes", 10000, r"data\.imdb\.vocab_sizes: expected a non-empty list"),
+        ("data.imdb.vocab_sizes", [10000, "x"], r"data\.imdb\.vocab_sizes\[1\]: expected int"),
+        ("data.sine", [1, 2], r"data\.sine: expected a mapping with keys"),
+    ],
+)
+def test_wrong_type_names_the_key(raw_params, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        build_with(raw_params, key, value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data.seed", -1, r"data\.seed: -1 is out of range; it must be at least 0"),
+        (
+            "data.moons.test_fraction",
+            1.0,
+            r"data\.moons\.test_fraction: 1\.0 is out of range; it must be less than 1",
+        ),
+        ("data.moons.noise", -0.1, r"data\.moons\.noise: -0\.1 is out of range"),
+        ("data.blobs.centers", 1, r"data\.blobs\.centers: 1 is out of range; it must be at least 2"),
+        (
+            "data.cats_dogs.dog_class",
+            10,
+            r"data\.cats_dogs\.dog_class: 10 is out of range; it must be at most 9",
+        ),
+        ("data.cats_dogs.dog_class", 3, r"data\.cats_dogs\.dog_class: 3 equals cat_class"),
+        (
+            "data.imdb.vocab_sizes",
+            [10000, 10000],
+            r"data\.imdb\.vocab_sizes: \[10000, 10000\] must be distinct",
+        ),
+        (
+            "data.imdb.padding",
+            "middle",
+            r"data\.imdb\.padding: 'middle' is not allowed; use one of pre, post",
+        ),
+    ],
+)
+def test_bad_value_names_the_key_and_the_rule(raw_params, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        build_with(raw_params, key, value)
+
+
+def test_integer_is_accepted_for_a_float(raw_params):
+    params = build_with(raw_params, "data.blobs.cluster_std", 2)
+    assert params.data.blobs.cluster_std == 2.0
+    assert isinstance(params.data.blobs.cluster_std, float)
+
+
+def test_missing_key_is_an_error_because_params_yaml_sets_every_value(raw_params):
+    changed = copy.deepcopy(raw_params)
+    del changed["data"]["sine"]["look_back"]
+    with pytest.raises(ValueError, match=r"missing key data\.sine\.look_back"):
+        build(Params, changed, path="")
+
+
+def test_missing_params_file_says_where_to_run(tmp_path):
+    with pytest.raises(ValueError, match=r"not found; run from the repository root"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_empty_params_file_is_rejected(tmp_path):
+    (tmp_path / "params.yaml").write_text("")
+    with pytest.raises(ValueError, match=r"params\.yaml: expected a mapping with keys data"):
+        load_params(tmp_path / "params.yaml")
