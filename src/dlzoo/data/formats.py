@@ -62,19 +62,26 @@ class TextSplits:
 
 def read_mnist_npz(path: Path) -> ImageSplits:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
-    except (KeyError, ValueError, OSError) as error:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
         raise FormatError(f"{path} is not a Keras mnist.npz: {error}") from error
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise FormatError(f"{path} is not a Keras mnist.npz: it holds one array, not an archive")
+    with loaded as archive:
+        try:
+            arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+        except (KeyError, ValueError, OSError, EOFError) as error:
+            raise FormatError(f"{path} is not a Keras mnist.npz: {error}") from error
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
             raise FormatError(
                 f"{path}: x_{split} must be uint8 (N, 28, 28), got {images.dtype} {images.shape}"
             )
-        if labels.shape != (len(images),) or (labels.size and labels.max() > 9):
-            raise FormatError(f"{path}: y_{split} must hold {len(images)} labels in 0-9")
-    return ImageSplits(**{key: arrays[key] for key in arrays})
+        valid_labels = labels.dtype.kind in "ui" and (not labels.size or labels.max() <= 9)
+        if labels.shape != (len(images),) or not valid_labels:
+            raise FormatError(f"{path}: y_{split} must hold {len(images)} integer labels in 0-9")
+    return ImageSplits(**arrays)
 
 
 def write_mnist_npz(path: Path, splits: ImageSplits) -> None:
