@@ -10,9 +10,9 @@ from dlzoo.config import DEFAULT_PARAMS, load_params
 from dlzoo.data.download import DOWNLOADABLE, download
 from dlzoo.data.generated import GENERATED, generate
 from dlzoo.data.preprocess import PREPROCESSED, preprocess
-from dlzoo.data.sources import DownloadError
 from dlzoo.data.splits import write_splits
 from dlzoo.data.store import atomic_directory
+from dlzoo.errors import DlzooError
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -30,6 +30,16 @@ def _generate(args: argparse.Namespace) -> None:
 def _preprocess(args: argparse.Namespace) -> None:
     info = preprocess(args.dataset, load_params(args.params).data, args.raw, args.out)
     _print_counts(args.dataset, info)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from dlzoo import experiment  # TensorFlow loads only for the stages that need it
+
+    summary = experiment.run(
+        args.experiment, load_params(args.params), args.data, args.out, args.history, args.pretrained
+    )
+    scores = {split: summary[split] for split in ("test", "test_full") if split in summary}
+    print(f"{args.experiment}: {summary['epochs']} epochs in {summary['train_seconds']} s; {scores}")
 
 
 def _print_counts(dataset: str, info: dict) -> None:
@@ -70,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--raw", type=Path, required=True, help="raw directory from the download stage")
     command.add_argument("--out", type=Path, required=True, help="processed directory to write")
     command.set_defaults(run=_preprocess)
+
+    command = commands.add_parser("train", help="train one experiment of params.yaml and log it to MLflow")
+    command.add_argument("experiment", help="a key of `experiments` in params.yaml")
+    command.add_argument("--data", type=Path, required=True, help="processed data directory")
+    command.add_argument("--out", type=Path, required=True, help="model directory to write")
+    command.add_argument("--history", type=Path, required=True, help="per-epoch history CSV to write")
+    command.add_argument("--pretrained", type=Path, help="raw directory of pretrained weights (transfer)")
+    command.set_defaults(run=_train)
     return parser
 
 
@@ -77,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, DownloadError) as error:
+    except (ValueError, DlzooError) as error:
         print(f"dlzoo {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.e2e
 def run(command: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("DLZOO_DATA_MIRROR", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -34,27 +35,52 @@ def project(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+DATA_STAGES = ["download", "generate", "preprocess"]
+
+
 def test_repro_builds_every_data_set_offline_then_does_nothing(project: Path):
-    output = run(["dvc", "repro"], project)
+    output = run(["dvc", "repro", *DATA_STAGES], project)
     assert "Running stage 'preprocess@imdb'" in output
     for name in ("moons", "blobs", "sine", "mnist", "cifar10", "cats_dogs", "imdb"):
         assert (project / "data" / "processed" / name / "info.json").is_file(), name
     lock = (project / "dvc.lock").read_text()
 
-    again = run(["dvc", "repro"], project)
+    again = run(["dvc", "repro", *DATA_STAGES], project)
     assert "Running stage" not in again
     assert "Data and pipelines are up to date." in again
     assert (project / "dvc.lock").read_text() == lock
-    assert run(["dvc", "status"], project).strip().endswith("Data and pipelines are up to date.")
+    assert (
+        run(["dvc", "status", *DATA_STAGES], project).strip().endswith("Data and pipelines are up to date.")
+    )
 
 
-def test_changing_one_block_reruns_only_its_stage(project: Path):
-    run(["dvc", "repro"], project)
+def stages_run(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def set_param(project: Path, keys: list[str], value) -> None:
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
-    params["data"]["moons"]["noise"] = 0.2
+    node = params
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    output = run(["dvc", "repro"], project)
-    assert [line for line in output.splitlines() if line.startswith("Running stage")] == [
-        "Running stage 'generate@moons':"
-    ]
+
+
+def test_changing_one_data_block_reruns_only_its_stage(project: Path):
+    run(["dvc", "repro", *DATA_STAGES], project)
+    set_param(project, ["data", "moons", "noise"], 0.2)
+    assert stages_run(run(["dvc", "repro", *DATA_STAGES], project)) == ["Running stage 'generate@moons':"]
+
+
+def test_train_stages_log_to_the_root_store_and_rerun_only_what_changed(project: Path):
+    targets = ["train@moons_mlp", "train@blobs_mlp"]
+    first = run(["dvc", "repro", *targets], project)
+    assert stages_run(first)[-2:] == ["Running stage 'train@moons_mlp':", "Running stage 'train@blobs_mlp':"]
+    assert (project / "models" / "moons_mlp" / "model.keras").is_file()
+    assert (project / "plots" / "history" / "blobs_mlp.csv").is_file()
+    assert (project / "mlflow.db").is_file()  # the default store: an absolute SQLite URI at the root
+
+    set_param(project, ["experiments", "moons_mlp", "training", "epochs"], 3)
+    assert stages_run(run(["dvc", "repro", *targets], project)) == ["Running stage 'train@moons_mlp':"]

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlzoo.config import DataConfig, load_params
+from dlzoo.config import load_params
+from dlzoo.config.data import DataConfig
 from dlzoo.data.download import SOURCE_FILE, download
 from dlzoo.data.sources import (
     CACHE_ENV,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlzoo.config import Params, build, load_params
+from dlzoo.config import Params, load_params
+from dlzoo.config.base import build
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dlzoo.config import DataConfig
+from dlzoo.config.data import DataConfig
 from dlzoo.data import standins
 from dlzoo.data.sources import (
     REMOTE_FILES,

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.datasets import make_blobs, make_moons
 from sklearn.model_selection import train_test_split
 
-from dlzoo.config import BlobsConfig, DataConfig, MoonsConfig, SineConfig
+from dlzoo.config.data import BlobsConfig, DataConfig, MoonsConfig, SineConfig
 from dlzoo.data.splits import Split, tail_split
 
 GENERATED = ("moons", "blobs", "sine")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dlzoo.config import CatsDogsConfig, DataConfig
+from dlzoo.config.data import CatsDogsConfig, DataConfig
 from dlzoo.data import formats
 from dlzoo.data.download import SOURCE_FILE
 from dlzoo.data.sources import REMOTE_FILES

@@ -17,6 +17,8 @@ from pathlib import Path
 import pooch
 import requests
 
+from dlzoo.errors import DlzooError
+
 MIRROR_ENV = "DLZOO_DATA_MIRROR"
 CACHE_ENV = "DLZOO_CACHE_DIR"
 CHECKSUMS_FILE = "SHA256SUMS"
@@ -69,7 +71,7 @@ REMOTE_FILES: dict[str, RemoteFile] = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(DlzooError):
     """A data file could not be fetched or failed verification; the message says how to fix it."""
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits, load_sample_images
 
-from dlzoo.config import DemoConfig
+from dlzoo.config.data import DemoConfig
 from dlzoo.data.formats import ImageSplits, write_cifar_tarball, write_imdb_tarball, write_mnist_npz
 
 DESCRIPTIONS = {

@@ -1,4 +1,4 @@
-"""params.yaml -> frozen dataclasses.
+"""The machinery that turns plain data from params.yaml into frozen dataclasses.
 
 Every key is required (params.yaml is the single source of every number), unknown keys are
 rejected, and each mistake raises a ValueError naming the full key path and what is allowed.
@@ -9,13 +9,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import field
 from typing import Any, Literal
-
-import yaml
-
-DEFAULT_PARAMS = Path("params.yaml")
 
 
 def bounded(
@@ -28,105 +23,6 @@ def bounded(
     """A required field with numeric bounds, checked when the config is built."""
     limits = {"gt": gt, "ge": ge, "lt": lt, "le": le}
     return field(metadata={"bounds": {k: v for k, v in limits.items() if v is not None}})
-
-
-@dataclass(frozen=True)
-class MoonsConfig:
-    samples: int = bounded(ge=10)
-    noise: float = bounded(ge=0)
-    test_fraction: float = bounded(gt=0, lt=1)
-    val_fraction: float = bounded(ge=0, lt=1)
-
-
-@dataclass(frozen=True)
-class BlobsConfig:
-    samples: int = bounded(ge=10)
-    centers: int = bounded(ge=2)
-    cluster_std: float = bounded(gt=0)
-    test_fraction: float = bounded(gt=0, lt=1)
-    val_fraction: float = bounded(ge=0, lt=1)
-
-
-@dataclass(frozen=True)
-class SineConfig:
-    steps: int = bounded(ge=50)
-    period: float = bounded(gt=0)
-    noise_std: float = bounded(ge=0)
-    look_back: int = bounded(ge=1)
-    train_fraction: float = bounded(gt=0, lt=1)
-    val_fraction: float = bounded(ge=0, lt=1)
-
-
-@dataclass(frozen=True)
-class ImageSplitConfig:
-    val_fraction: float = bounded(ge=0, lt=1)
-
-
-@dataclass(frozen=True)
-class CatsDogsConfig:
-    cat_class: int = bounded(ge=0, le=9)
-    dog_class: int = bounded(ge=0, le=9)
-    train_per_class: int = bounded(ge=1)
-    val_per_class: int = bounded(ge=1)
-    test_per_class: int = bounded(ge=1)
-
-    def problems(self) -> dict[str, str]:
-        if self.cat_class == self.dog_class:
-            return {"dog_class": f"{self.dog_class} equals cat_class; pick two different classes"}
-        return {}
-
-
-@dataclass(frozen=True)
-class ImdbConfig:
-    vocab_sizes: tuple[int, ...]
-    max_length: int = bounded(ge=1)
-    val_fraction: float = bounded(ge=0, lt=1)
-    padding: Literal["pre", "post"]
-    truncating: Literal["pre", "post"]
-
-    def problems(self) -> dict[str, str]:
-        # Ids 0-2 are reserved for padding, start and out-of-vocabulary.
-        if min(self.vocab_sizes) < 4 or len(set(self.vocab_sizes)) != len(self.vocab_sizes):
-            return {"vocab_sizes": f"{list(self.vocab_sizes)} must be distinct and each at least 4"}
-        return {}
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Sizes of the offline stand-ins used by the demo profile."""
-
-    cifar10_train_per_class: int = bounded(ge=1)
-    cifar10_test_per_class: int = bounded(ge=1)
-    imdb_reviews_per_label: int = bounded(ge=1)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    profile: Literal["demo", "full"]
-    mirror: str
-    seed: int = bounded(ge=0)
-    demo: DemoConfig
-    moons: MoonsConfig
-    blobs: BlobsConfig
-    sine: SineConfig
-    mnist: ImageSplitConfig
-    cifar10: ImageSplitConfig
-    cats_dogs: CatsDogsConfig
-    imdb: ImdbConfig
-
-
-@dataclass(frozen=True)
-class Params:
-    data: DataConfig
-
-
-def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"params file {path} not found; run from the repository root or pass --params")
-    with path.open(encoding="utf-8") as stream:
-        raw = yaml.safe_load(stream)
-    return build(Params, raw, path="")
 
 
 def build(cls: type, raw: Any, path: str) -> Any:
@@ -144,6 +40,8 @@ def build(cls: type, raw: Any, path: str) -> Any:
         keys = ", ".join(_join(path, name) for name in missing)
         raise ValueError(f"missing key {keys}: params.yaml must set every value")
     hints = typing.get_type_hints(cls)
+    # A class may pick some field types from the raw data (an experiment's model block by family).
+    hints.update(getattr(cls, "field_types", lambda raw, path: {})(raw, path))
     values = {}
     for spec in dataclasses.fields(cls):
         key = _join(path, spec.name)
@@ -168,10 +66,16 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
         return value
     if origin is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
-        if not isinstance(value, list) or not value:
-            raise ValueError(f"{key}: expected a non-empty list, got {value!r}")
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
         return tuple(_convert(item_kind, item, f"{key}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        (_key_kind, value_kind) = typing.get_args(kind)
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"{key}: expected a non-empty mapping, got {value!r}")
+        return {name: _convert(value_kind, item, _join(key, str(name))) for name, item in value.items()}
     if origin in (typing.Union, types.UnionType):
+        # Only optional blocks are unions here: `null` switches the block off.
         if value is None and type(None) in typing.get_args(kind):
             return None
         (inner,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]

@@ -1,0 +1,42 @@
+"""params.yaml -> frozen dataclasses (see base.py for the rules)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dlzoo.config.base import build
+from dlzoo.config.data import DataConfig
+from dlzoo.config.experiments import ExperimentConfig, TrainSettings
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    train: TrainSettings
+    experiments: dict[str, ExperimentConfig]
+
+    def problems(self) -> dict[str, str]:
+        for name in self.experiments:
+            if not re.fullmatch(r"[a-z0-9_]+", name):
+                return {f"experiments.{name}": "experiment names are lower-case letters, digits and _"}
+        return {}
+
+    def experiment(self, name: str) -> ExperimentConfig:
+        if name not in self.experiments:
+            raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(self.experiments)}")
+        return self.experiments[name]
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"params file {path} not found; run from the repository root or pass --params")
+    with path.open(encoding="utf-8") as stream:
+        raw = yaml.safe_load(stream)
+    return build(Params, raw, path="")

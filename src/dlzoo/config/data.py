@@ -1,0 +1,93 @@
+"""Data settings: the profile, the mirror, and one block per data set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dlzoo.config.base import bounded
+
+
+@dataclass(frozen=True)
+class MoonsConfig:
+    samples: int = bounded(ge=10)
+    noise: float = bounded(ge=0)
+    test_fraction: float = bounded(gt=0, lt=1)
+    val_fraction: float = bounded(ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class BlobsConfig:
+    samples: int = bounded(ge=10)
+    centers: int = bounded(ge=2)
+    cluster_std: float = bounded(gt=0)
+    test_fraction: float = bounded(gt=0, lt=1)
+    val_fraction: float = bounded(ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class SineConfig:
+    steps: int = bounded(ge=50)
+    period: float = bounded(gt=0)
+    noise_std: float = bounded(ge=0)
+    look_back: int = bounded(ge=1)
+    train_fraction: float = bounded(gt=0, lt=1)
+    val_fraction: float = bounded(ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class ImageSplitConfig:
+    val_fraction: float = bounded(ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class CatsDogsConfig:
+    cat_class: int = bounded(ge=0, le=9)
+    dog_class: int = bounded(ge=0, le=9)
+    train_per_class: int = bounded(ge=1)
+    val_per_class: int = bounded(ge=1)
+    test_per_class: int = bounded(ge=1)
+
+    def problems(self) -> dict[str, str]:
+        if self.cat_class == self.dog_class:
+            return {"dog_class": f"{self.dog_class} equals cat_class; pick two different classes"}
+        return {}
+
+
+@dataclass(frozen=True)
+class ImdbConfig:
+    vocab_sizes: tuple[int, ...]
+    max_length: int = bounded(ge=1)
+    val_fraction: float = bounded(ge=0, lt=1)
+    padding: Literal["pre", "post"]
+    truncating: Literal["pre", "post"]
+
+    def problems(self) -> dict[str, str]:
+        # Ids 0-2 are reserved for padding, start and out-of-vocabulary.
+        if min(self.vocab_sizes) < 4 or len(set(self.vocab_sizes)) != len(self.vocab_sizes):
+            return {"vocab_sizes": f"{list(self.vocab_sizes)} must be distinct and each at least 4"}
+        return {}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the offline stand-ins used by the demo profile."""
+
+    cifar10_train_per_class: int = bounded(ge=1)
+    cifar10_test_per_class: int = bounded(ge=1)
+    imdb_reviews_per_label: int = bounded(ge=1)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    profile: Literal["demo", "full"]
+    mirror: str
+    seed: int = bounded(ge=0)
+    demo: DemoConfig
+    moons: MoonsConfig
+    blobs: BlobsConfig
+    sine: SineConfig
+    mnist: ImageSplitConfig
+    cifar10: ImageSplitConfig
+    cats_dogs: CatsDogsConfig
+    imdb: ImdbConfig

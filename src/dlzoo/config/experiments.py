@@ -1,0 +1,189 @@
+"""Experiment settings: one block per experiment, with its family's model and its training.
+
+Adding an experiment is one block in params.yaml; adding a family is one model config class
+here (registered in FAMILY_CONFIGS) plus its builder in dlzoo.models.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dlzoo.config.base import bounded
+
+Activation = Literal["relu", "tanh", "sigmoid", "linear"]
+OutputActivation = Literal["sigmoid", "softmax", "linear"]
+
+
+@dataclass(frozen=True)
+class MlpConfig:
+    hidden_units: tuple[int, ...]
+    activation: Activation
+    dropout: float = bounded(ge=0, lt=1)
+    l1: float = bounded(ge=0)
+    l2: float = bounded(ge=0)
+    batch_norm: bool
+    output_units: int = bounded(ge=1)
+    output_activation: OutputActivation
+
+
+@dataclass(frozen=True)
+class CnnConfig:
+    conv_filters: tuple[int, ...]
+    pool_after: tuple[bool, ...]
+    kernel_size: int = bounded(ge=1)
+    pool_size: int = bounded(ge=1)
+    activation: Activation
+    dense_units: tuple[int, ...]
+    dropout: float = bounded(ge=0, lt=1)
+    output_units: int = bounded(ge=1)
+    output_activation: OutputActivation
+
+    def problems(self) -> dict[str, str]:
+        if len(self.pool_after) != len(self.conv_filters):
+            return {"pool_after": f"needs one entry per conv layer ({len(self.conv_filters)})"}
+        return {}
+
+
+@dataclass(frozen=True)
+class RnnConfig:
+    cell: Literal["simple_rnn", "lstm", "gru"]
+    units: int = bounded(ge=1)
+    activation: Activation
+    dropout: float = bounded(ge=0, lt=1)
+    recurrent_dropout: float = bounded(ge=0, lt=1)
+    embedding_dim: int = bounded(ge=0)  # 0: the inputs are already feature vectors
+    dense_units: tuple[int, ...]
+    dense_activation: Activation
+    output_units: int = bounded(ge=1)
+    output_activation: OutputActivation
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    image_size: int = bounded(ge=32)
+    weights: Literal["imagenet", "none"]
+    dropout: float = bounded(ge=0, lt=1)
+    output_units: int = bounded(ge=1)
+    output_activation: OutputActivation
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    encoder_units: tuple[int, ...]
+    decoder_units: tuple[int, ...]
+    activation: Activation
+    output_activation: OutputActivation
+
+    def problems(self) -> dict[str, str]:
+        if not self.encoder_units:
+            return {"encoder_units": "needs at least one layer (the last is the code size)"}
+        return {}
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    embed_dim: int = bounded(ge=1)
+    num_heads: int = bounded(ge=1)
+    ff_dim: int = bounded(ge=1)
+    dropout: float = bounded(ge=0, lt=1)
+    output_units: int = bounded(ge=1)
+    output_activation: OutputActivation
+
+
+@dataclass(frozen=True)
+class ScratchMlpConfig:
+    hidden_units: tuple[int, ...]
+    activation: Literal["relu", "tanh", "sigmoid"]
+
+
+FAMILY_CONFIGS: dict[str, type] = {
+    "mlp": MlpConfig,
+    "cnn": CnnConfig,
+    "rnn": RnnConfig,
+    "transfer": TransferConfig,
+    "autoencoder": AutoencoderConfig,
+    "transformer": TransformerConfig,
+    "scratch_mlp": ScratchMlpConfig,
+}
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    monitor: str
+    patience: int = bounded(ge=0)
+    restore_best_weights: bool
+
+
+@dataclass(frozen=True)
+class ReduceLrConfig:
+    monitor: str
+    factor: float = bounded(gt=0, lt=1)
+    patience: int = bounded(ge=0)
+    min_lr: float = bounded(ge=0)
+
+
+@dataclass(frozen=True)
+class ExponentialDecayConfig:
+    decay_steps: int = bounded(ge=1)
+    decay_rate: float = bounded(gt=0, le=1)
+    staircase: bool
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Phase 2 of transfer learning: unfreeze the base from a layer on, recompile, continue."""
+
+    from_layer: int = bounded(ge=0)
+    learning_rate: float = bounded(gt=0)
+    epochs: int = bounded(ge=1)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    optimizer: Literal["adam", "sgd", "rmsprop"]
+    learning_rate: float = bounded(gt=0)
+    loss: Literal["binary_crossentropy", "sparse_categorical_crossentropy", "mse"]
+    metrics: tuple[Literal["accuracy", "mae"], ...]
+    epochs: int = bounded(ge=1)
+    demo_max_epochs: int = bounded(ge=1)  # cap per phase on the demo profile: a smoke run
+    batch_size: int = bounded(ge=1)
+    early_stopping: EarlyStoppingConfig | None
+    reduce_lr: ReduceLrConfig | None
+    lr_schedule: ExponentialDecayConfig | None
+    fine_tune: FineTuneConfig | None
+
+    def problems(self) -> dict[str, str]:
+        # ReduceLROnPlateau sets the optimizer's rate, which a schedule owns: they cannot mix.
+        if self.reduce_lr is not None and self.lr_schedule is not None:
+            return {"reduce_lr": "cannot be combined with lr_schedule; set one of them to null"}
+        return {}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    task: str  # the MLflow experiment that groups the runs to compare
+    data: str  # the processed data set, a path under data/processed
+    family: Literal[tuple(FAMILY_CONFIGS)]
+    model: Any  # the family's config class, picked by field_types
+    training: TrainingConfig
+
+    @classmethod
+    def field_types(cls, raw: dict, path: str) -> dict[str, type]:
+        family = raw.get("family")
+        return {"model": FAMILY_CONFIGS[family]} if family in FAMILY_CONFIGS else {}
+
+    def problems(self) -> dict[str, str]:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.task):
+            return {"task": f"{self.task!r} must be lower-case letters, digits and dashes"}
+        if self.training.fine_tune is not None and self.family != "transfer":
+            return {"training.fine_tune": "only the transfer family has a fine-tuning phase; use null"}
+        return {}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = bounded(ge=0)
+    deterministic: bool
+    verbose: Literal[0, 1, 2]  # Keras' fit verbosity: 2 prints one line per epoch

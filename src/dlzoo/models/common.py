@@ -1,0 +1,21 @@
+"""Small pieces the builders share."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from dlzoo.models.inputs import InputSpec
+
+
+def model_input(spec: InputSpec) -> keras.KerasTensor:
+    return keras.Input(shape=spec.shape, dtype=spec.dtype, name="inputs")
+
+
+def rescaled(inputs: keras.KerasTensor, spec: InputSpec) -> keras.KerasTensor:
+    """Raw pixels in, [0, 1] floats out: the model owns its scaling, so a server sends raw pixels."""
+    return layers.Rescaling(spec.scale, name="rescale")(inputs) if spec.scale else inputs
+
+
+def output_layer(units: int, activation: str) -> layers.Dense:
+    return layers.Dense(units, activation=activation, name="outputs")

@@ -1,0 +1,26 @@
+"""What a builder needs to know about its inputs, read from the processed data's info.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    shape: tuple[int, ...]  # one sample, without the batch dimension
+    dtype: str
+    scale: float | None = None  # raw pixels -> [0, 1]: the model rescales its own inputs
+    vocab_size: int | None = None  # token ids are below this
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> InputSpec:
+        train = info["splits"]["train"]
+        settings = info.get("input", {})
+        dtype = "int32" if train["x_dtype"].startswith("int") else "float32"
+        return cls(
+            shape=tuple(train["x_shape"][1:]),
+            dtype=dtype,
+            scale=settings.get("scale"),
+            vocab_size=settings.get("vocab_size"),
+        )

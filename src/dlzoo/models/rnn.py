@@ -1,0 +1,34 @@
+"""Recurrent networks: SimpleRNN on the sine wave, LSTM and GRU on IMDB."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from dlzoo.config.experiments import RnnConfig
+from dlzoo.models.common import model_input, output_layer
+from dlzoo.models.inputs import InputSpec
+
+CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+
+
+def build(config: RnnConfig, spec: InputSpec) -> keras.Model:
+    if config.cell not in CELLS:
+        raise ValueError(f"unknown recurrent cell {config.cell!r}; valid: {', '.join(CELLS)}")
+    inputs = model_input(spec)
+    x = inputs
+    if config.embedding_dim:
+        if spec.vocab_size is None:
+            raise ValueError("model.embedding_dim needs token ids as inputs, but the data are not text")
+        x = layers.Embedding(spec.vocab_size, config.embedding_dim, name="embedding")(x)
+    x = CELLS[config.cell](
+        config.units,
+        activation=config.activation,
+        dropout=config.dropout,
+        recurrent_dropout=config.recurrent_dropout,
+        name=config.cell,
+    )(x)
+    for units in config.dense_units:
+        x = layers.Dense(units, activation=config.dense_activation)(x)
+    outputs = output_layer(config.output_units, config.output_activation)(x)
+    return keras.Model(inputs, outputs, name=config.cell)

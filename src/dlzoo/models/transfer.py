@@ -1,0 +1,55 @@
+"""MobileNetV2 with a new head: transfer learning (ImageNet weights) or the scratch baseline.
+
+The model takes raw pixels at the data's native size and does its own resizing and scaling:
+MobileNetV2 expects inputs in [-1, 1] (`mobilenet_v2.preprocess_input`), not [0, 1] as the
+course feeds it. With weights, the base is frozen and called with training=False. That alone
+does not keep BatchNormalization in inference mode once the base is unfrozen: Keras 3's `fit`
+passes training=True down through nested functional models (keras-team/keras#20285), so phase 2
+keeps every BatchNormalization layer frozen, which Keras 3 runs in inference mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from dlzoo.config.experiments import TransferConfig
+from dlzoo.models.common import model_input, output_layer
+from dlzoo.models.inputs import InputSpec
+
+BASE_NAME = "base"
+
+
+def build(config: TransferConfig, spec: InputSpec, weights_file: Path | None = None) -> keras.Model:
+    if len(spec.shape) != 3 or spec.scale is None:
+        raise ValueError("the transfer family needs raw images (height, width, channels) as inputs")
+    pretrained = config.weights == "imagenet" and weights_file is not None
+    size = config.image_size
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, spec.shape[2]),
+        include_top=False,
+        weights=str(weights_file) if pretrained else None,
+        name=BASE_NAME,
+    )
+    base.trainable = not pretrained
+    inputs = model_input(spec)
+    x = layers.Resizing(size, size, name="resize")(inputs)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="to_minus_one_one")(x)
+    x = base(x, training=False) if pretrained else base(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(config.dropout)(x)
+    outputs = output_layer(config.output_units, config.output_activation)(x)
+    return keras.Model(
+        inputs, outputs, name="mobilenet_v2_transfer" if pretrained else "mobilenet_v2_scratch"
+    )
+
+
+def unfreeze_from(model: keras.Model, first_layer: int) -> None:
+    """Phase 2: layers of the base from `first_layer` on become trainable, earlier ones stay
+    frozen, and BatchNormalization layers stay frozen so their ImageNet statistics are kept."""
+    base = model.get_layer(BASE_NAME)
+    base.trainable = True
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= first_layer and not isinstance(layer, keras.layers.BatchNormalization)

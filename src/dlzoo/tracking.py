@@ -1,0 +1,139 @@
+"""MLflow: one experiment per task, one run per pipeline experiment.
+
+The default store is a SQLite file at the repository root, as an absolute URI, so that runs
+started from `dvc exp run --queue` temporary copies land in the same store;
+MLFLOW_TRACKING_URI points elsewhere (a tracking server). A run that raises ends FAILED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import requests
+import tensorflow as tf
+
+from dlzoo.errors import DlzooError
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+
+class TrackingError(DlzooError):
+    """The tracking store cannot be used; the message names the URI."""
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The project root, also from inside DVC's temporary experiment copies (.dvc/tmp/exps/...)."""
+    path = (start or Path.cwd()).resolve()
+    if ".dvc" in path.parts:
+        return Path(*path.parts[: path.parts.index(".dvc")])
+    return path
+
+
+def tracking_uri() -> str:
+    return os.environ.get(TRACKING_ENV) or f"sqlite:///{repository_root() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fails fast (instead of MLflow's long retries) when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as error:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({error}); start it, fix {TRACKING_ENV}, "
+            f"or unset {TRACKING_ENV} to log to the local SQLite store"
+        ) from error
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {'training.early_stopping.patience': 5, ...} for mlflow.log_params."""
+    if dataclasses.is_dataclass(value):
+        value = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): list(value) if isinstance(value, tuple) else value}
+
+
+def environment_tags(data_info: dict[str, Any]) -> dict[str, str]:
+    files = data_info.get("source", {}).get("files", {})
+    return {
+        "git.commit": _git_commit(),
+        "dvc.experiment": os.environ.get("DVC_EXP_NAME", ""),
+        "data.profile": str(data_info.get("profile")),
+        "data.stand_in": str(data_info.get("stand_in")),
+        "data.dataset": str(data_info.get("dataset")),
+        "data.sha256": json.dumps({name: entry["sha256"] for name, entry in files.items()}),
+        "tensorflow.version": tf.__version__,
+        "keras.version": keras.__version__,
+        "python.version": platform.python_version(),
+        "device": ", ".join(d.name for d in tf.config.list_physical_devices("GPU")) or "CPU",
+    }
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=repository_root()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def start_run(task: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
+    """An MLflow run in experiment `task`; ends FINISHED, or FAILED if the block raises."""
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(task)
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        yield run
+
+
+def _param_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics (and learning rate) to the active MLflow run."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs:
+            mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch + 1)
+
+
+def log_history(history: list[dict[str, Any]]) -> None:
+    """For models trained outside Keras (the NumPy MLP): the same per-epoch metrics."""
+    for row in history:
+        metrics = {key: value for key, value in row.items() if key not in ("epoch", "phase")}
+        mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
+
+def log_keras_model(model: keras.Model, example: Any) -> None:
+    signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
+    # mlflow.keras.log_model in MLflow 3.17.2 writes the input example before creating its
+    # directory (FileNotFoundError); the tensorflow flavor saves the same Keras 3 model.
+    mlflow.tensorflow.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        # Listed explicitly: inferring them imports the model in a subprocess, slowly.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )

@@ -1,0 +1,140 @@
+"""Compile and fit: seeds, the tf.data input pipeline, callbacks, schedules and phases.
+
+`train` returns the per-epoch history as plain dicts (epoch, phase, metrics, learning rate).
+Transfer learning runs in two phases: the frozen base, then (if `fine_tune` is set) the base
+unfrozen from a layer on, recompiled at the low learning rate, continuing the epoch count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dlzoo.config.experiments import TrainingConfig
+from dlzoo.models.inputs import InputSpec
+from dlzoo.models.transfer import unfreeze_from
+
+Split = tuple[np.ndarray, np.ndarray]
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+
+
+def set_seeds(seed: int, deterministic: bool) -> None:
+    """Seeds Python, NumPy and TensorFlow; optionally makes TF ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_dataset(
+    split: Split, spec: InputSpec, batch_size: int, *, reconstruct: bool, shuffle_seed: int | None
+) -> tf.data.Dataset:
+    """Batches of (inputs, targets). An autoencoder's targets are its own rescaled, flat inputs."""
+    x, y = split
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    input_dtype = tf.int32 if spec.dtype == "int32" else tf.float32
+
+    def to_model_types(inputs, targets):
+        inputs = tf.cast(inputs, input_dtype)
+        if reconstruct:
+            return inputs, tf.reshape(inputs, [-1]) * (spec.scale or 1.0)
+        return inputs, tf.cast(targets, tf.float32 if targets.dtype.is_floating else tf.int64)
+
+    dataset = dataset.map(to_model_types, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_model(model: keras.Model, config: TrainingConfig, learning_rate: float) -> None:
+    rate = learning_rate
+    if config.lr_schedule is not None:
+        schedule = config.lr_schedule
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, schedule.decay_steps, schedule.decay_rate, staircase=schedule.staircase
+        )
+
+    model.compile(
+        optimizer=OPTIMIZERS[config.optimizer](learning_rate=rate),
+        loss=config.loss,
+        metrics=list(config.metrics),
+    )
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate used in each epoch to the epoch's logs (schedules included)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def callbacks_for(config: TrainingConfig) -> list[keras.callbacks.Callback]:
+    found: list[keras.callbacks.Callback] = [LearningRateLogger()]
+    if config.early_stopping is not None:
+        stop = config.early_stopping
+        found.append(
+            keras.callbacks.EarlyStopping(
+                monitor=stop.monitor, patience=stop.patience, restore_best_weights=stop.restore_best_weights
+            )
+        )
+    if config.reduce_lr is not None:
+        reduce = config.reduce_lr
+        found.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=reduce.monitor, factor=reduce.factor, patience=reduce.patience, min_lr=reduce.min_lr
+            )
+        )
+    return found
+
+
+def train(
+    model: keras.Model,
+    config: TrainingConfig,
+    splits: dict[str, Split],
+    spec: InputSpec,
+    *,
+    seed: int,
+    max_epochs: int | None = None,
+    reconstruct: bool = False,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 2,
+) -> list[dict[str, float]]:
+    """Fits `model` (one or two phases) and returns one dict per epoch."""
+    train_data = make_dataset(
+        splits["train"], spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=seed
+    )
+    val_data = make_dataset(
+        splits["val"], spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=None
+    )
+    phases = [("train", config.learning_rate, config.epochs)]
+    if config.fine_tune is not None:
+        phases.append(("fine_tune", config.fine_tune.learning_rate, config.fine_tune.epochs))
+    history: list[dict[str, float]] = []
+    for phase, learning_rate, epochs in phases:
+        if phase == "fine_tune":
+            unfreeze_from(model, config.fine_tune.from_layer)
+        compile_model(model, config, learning_rate)  # recompiling makes the new trainable flags count
+        epochs = min(epochs, max_epochs) if max_epochs else epochs
+        start = len(history)
+        fitted = model.fit(
+            train_data,
+            validation_data=val_data,
+            initial_epoch=start,
+            epochs=start + epochs,
+            callbacks=[*callbacks_for(config), *extra_callbacks],
+            verbose=verbose,
+        )
+        for offset in range(len(fitted.epoch)):
+            row = {name: float(values[offset]) for name, values in fitted.history.items()}
+            history.append({"epoch": start + offset + 1, "phase": phase, **row})
+    return history
+
+
+def evaluate(
+    model: keras.Model, split: Split, spec: InputSpec, batch_size: int, *, reconstruct: bool = False
+) -> dict[str, float]:
+    data = make_dataset(split, spec, batch_size, reconstruct=reconstruct, shuffle_seed=None)
+    return {name: float(value) for name, value in model.evaluate(data, verbose=0, return_dict=True).items()}

@@ -1,0 +1,188 @@
+"""Model behaviour: every family builds and trains on tiny data; transfer phases; determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from dlzoo import training
+from dlzoo.config.experiments import (
+    FAMILY_CONFIGS,
+    AutoencoderConfig,
+    CnnConfig,
+    FineTuneConfig,
+    MlpConfig,
+    RnnConfig,
+    TrainingConfig,
+    TransferConfig,
+    TransformerConfig,
+)
+from dlzoo.models import FAMILIES, builder
+from dlzoo.models.inputs import InputSpec
+from dlzoo.models.transfer import BASE_NAME
+
+IMAGE = InputSpec((32, 32, 3), "float32", scale=1 / 255)
+TEXT = InputSpec((12,), "int32", vocab_size=50)
+SEQUENCE = InputSpec((6, 1), "float32")
+VECTOR = InputSpec((2,), "float32")
+DIGITS = InputSpec((28, 28), "float32", scale=1 / 255)
+
+# family: (tiny model config, input spec, loss, number of outputs)
+TINY = {
+    "mlp": (MlpConfig((8, 4), "relu", 0.1, 0.0, 0.001, True, 3, "softmax"), VECTOR),
+    "cnn": (CnnConfig((4, 8), (True, False), 3, 2, "relu", (8,), 0.0, 3, "softmax"), IMAGE),
+    "rnn": (RnnConfig("gru", 4, "tanh", 0.0, 0.0, 8, (4,), "relu", 1, "sigmoid"), TEXT),
+    "transfer": (TransferConfig(32, "none", 0.2, 2, "softmax"), IMAGE),
+    "autoencoder": (AutoencoderConfig((16, 4), (16,), "relu", "sigmoid"), DIGITS),
+    "transformer": (TransformerConfig(8, 2, 16, 0.1, 1, "sigmoid"), TEXT),
+}
+LOSSES = {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_crossentropy"}
+
+
+def plain_training(loss: str, **changes) -> TrainingConfig:
+    metrics = () if loss == "mse" or changes.pop("no_metrics", False) else ("accuracy",)
+    config = TrainingConfig("adam", 0.01, loss, metrics, 1, 1, 8, None, None, None, None)
+    return dataclasses.replace(config, **changes)
+
+
+def tiny_data(spec: InputSpec, outputs: int, rng: np.random.Generator, count: int = 24) -> tuple:
+    if spec.vocab_size:
+        x = rng.integers(0, spec.vocab_size, size=(count, *spec.shape)).astype(np.int32)
+        x[:, :3] = 0  # some padding, which the transformer masks
+    elif spec.scale:
+        x = rng.integers(0, 256, size=(count, *spec.shape)).astype(np.uint8)
+    else:
+        x = rng.normal(size=(count, *spec.shape)).astype(np.float32)
+    y = rng.integers(0, max(outputs, 2), size=count).astype(np.int64)
+    return x, y
+
+
+def test_every_family_has_a_config_and_a_builder():
+    assert set(FAMILY_CONFIGS) == set(FAMILIES) | {"scratch_mlp"}
+    assert set(TINY) == set(FAMILIES)
+
+
+def test_unknown_family_and_cell_name_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown model family 'resnet'; valid: mlp, cnn, rnn"):
+        builder("resnet")
+    config = dataclasses.replace(TINY["rnn"][0], cell="transformer_xl")
+    with pytest.raises(
+        ValueError, match=r"unknown recurrent cell 'transformer_xl'; valid: simple_rnn, lstm, gru"
+    ):
+        builder("rnn")(config, TEXT)
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_family_builds_an_uncompiled_functional_model_and_fits_one_epoch(family: str):
+    config, spec = TINY[family]
+    model = builder(family)(config, spec)
+    assert type(model).__name__ == "Functional"
+    assert not model.compiled
+    reconstruct = family == "autoencoder"
+    outputs = 1 if reconstruct else config.output_units
+    loss = "binary_crossentropy" if reconstruct else LOSSES[config.output_activation]
+    x, y = tiny_data(spec, outputs, np.random.default_rng(0))
+    splits = {"train": (x, y), "val": (x[:8], y[:8])}
+    history = training.train(
+        model,
+        plain_training(loss, no_metrics=reconstruct),
+        splits,
+        spec,
+        seed=0,
+        reconstruct=reconstruct,
+        verbose=0,
+    )
+    assert [row["epoch"] for row in history] == [1]
+    assert np.isfinite(history[0]["loss"]) and np.isfinite(history[0]["val_loss"])
+    assert history[0]["learning_rate"] == pytest.approx(0.01)
+    predictions = model.predict(x[:3], verbose=0)
+    expected = 28 * 28 if reconstruct else config.output_units
+    assert predictions.shape == (3, expected)
+
+
+def test_a_learnable_task_loss_goes_down():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 2)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    config = MlpConfig((16,), "relu", 0.0, 0.0, 0.0, False, 1, "sigmoid")
+    model = builder("mlp")(config, VECTOR)
+    history = training.train(
+        model, plain_training("binary_crossentropy", epochs=15, batch_size=32),
+        {"train": (x, y), "val": (x[:64], y[:64])}, VECTOR, seed=1, verbose=0,
+    )  # fmt: skip
+    losses = [row["loss"] for row in history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert history[-1]["accuracy"] > 0.9
+
+
+def _weights_by_layer(model: keras.Model) -> dict[str, list[np.ndarray]]:
+    base = model.get_layer(BASE_NAME)
+    return {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}
+
+
+def test_transfer_phase_one_freezes_the_base_and_phase_two_changes_only_unfrozen_layers(tmp_path):
+    # Stand-in "pretrained" weights: a random MobileNetV2 base saved in Keras' weights format.
+    keras.utils.set_random_seed(3)
+    source = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None)
+    weights_file = tmp_path / "base.weights.h5"
+    source.save_weights(weights_file)
+    model = builder("transfer")(
+        TransferConfig(32, "imagenet", 0.2, 2, "softmax"), IMAGE, weights_file=weights_file
+    )
+    before = _weights_by_layer(model)
+    x, y = tiny_data(IMAGE, 2, np.random.default_rng(2), count=32)
+    splits = {"train": (x, y), "val": (x[:8], y[:8])}
+    first = 100
+    config = plain_training("sparse_categorical_crossentropy", fine_tune=FineTuneConfig(first, 0.01, 1))
+
+    phase_one = dataclasses.replace(config, fine_tune=None)
+    training.train(model, phase_one, splits, IMAGE, seed=2, verbose=0)
+    after_one = _weights_by_layer(model)
+    for name, weights in before.items():
+        for old, new in zip(weights, after_one[name], strict=True):
+            np.testing.assert_array_equal(old, new, err_msg=f"phase 1 changed base layer {name}")
+
+    history = training.train(model, config, splits, IMAGE, seed=2, verbose=0)
+    assert [row["phase"] for row in history] == ["train", "fine_tune"]
+    assert [row["epoch"] for row in history] == [1, 2]  # the epoch count continues
+    after_two = _weights_by_layer(model)
+    layers = model.get_layer(BASE_NAME).layers
+    changed = []
+    for index, layer in enumerate(layers):
+        moved = any(
+            not np.array_equal(a, b)
+            for a, b in zip(after_one[layer.name], after_two[layer.name], strict=True)
+        )
+        if index < first:
+            assert not moved, f"frozen layer {index} ({layer.name}) changed in phase 2"
+        elif moved:
+            changed.append(layer.name)
+    assert changed, "phase 2 trained none of the unfrozen layers"
+    # Called with training=False: BatchNormalization keeps its moving statistics even when unfrozen.
+    for layer in layers[first:]:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            np.testing.assert_array_equal(after_one[layer.name][2], after_two[layer.name][2])
+
+
+def test_same_seed_gives_identical_weights_on_cpu():
+    config, spec = TINY["cnn"]
+    x, y = tiny_data(spec, 3, np.random.default_rng(4), count=48)
+    splits = {"train": (x, y), "val": (x[:8], y[:8])}
+    runs = []
+    for _ in range(2):
+        training.set_seeds(7, deterministic=True)
+        model = builder("cnn")(config, spec)
+        training.train(
+            model,
+            plain_training("sparse_categorical_crossentropy", epochs=2),
+            splits,
+            spec,
+            seed=7,
+            verbose=0,
+        )
+        runs.append(model.get_weights())
+    for first, second in zip(*runs, strict=True):
+        np.testing.assert_array_equal(first, second)
