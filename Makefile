@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run full test test-all lint format clean
+.PHONY: help setup run full ui test test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ run: setup ## run the pipeline (dvc repro) on params.yaml's profile: demo by def
 full: setup ## run the pipeline on the real data: DLZOO_DATA_MIRROR=dir make full (or with network)
 	$(BIN)/dvc exp run -S data.profile=full
 
+ui: setup ## open the MLflow UI on the local store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
 test: setup ## run the default (fast) test suite
 	$(BIN)/pytest
 
@@ -44,5 +47,5 @@ format: setup ## format and autofix with ruff
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-clean: ## remove pipeline outputs (data, models) but keep DVC's cache
-	rm -rf data/raw data/processed
+clean: ## remove pipeline outputs (data, models, plots) but keep DVC's cache and MLflow's store
+	rm -rf data/raw data/processed plots $(filter-out models/.gitkeep,$(wildcard models/*))

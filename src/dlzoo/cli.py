@@ -33,13 +33,46 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from dlzoo import experiment  # TensorFlow loads only for the stages that need it
+    from dlzoo.stages import train  # TensorFlow loads only for the stages that need it
 
-    summary = experiment.run(
+    summary = train.run(
         args.experiment, load_params(args.params), args.data, args.out, args.history, args.pretrained
     )
     scores = {split: summary[split] for split in ("test", "test_full") if split in summary}
     print(f"{args.experiment}: {summary['epochs']} epochs in {summary['train_seconds']} s; {scores}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from dlzoo.stages import evaluate
+
+    results = evaluate.run(
+        args.experiment,
+        load_params(args.params),
+        args.model,
+        args.data,
+        args.history,
+        args.metrics,
+        args.plots,
+    )
+    print(f"{args.experiment}: test {results['headline']['metric']} {results['headline']['value']:.4f}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from dlzoo.stages import export
+
+    metadata = export.run(args.experiment, load_params(args.params), args.model, args.data, args.out)
+    parity = metadata["parity"]
+    print(
+        f"{args.experiment}: {metadata['onnx_bytes']:,} bytes of ONNX; parity on {parity['samples']} test "
+        f"samples: max |diff| {parity['max_abs_diff']:.2e} <= {parity['tolerance']:g}"
+    )
+
+
+def _report(args: argparse.Namespace) -> None:
+    from dlzoo.stages import report
+
+    names = list(load_params(args.params).experiments)
+    print(report.run(names, args.metrics, args.repository, args.plots, args.out), end="")
 
 
 def _print_counts(dataset: str, info: dict) -> None:
@@ -88,6 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--history", type=Path, required=True, help="per-epoch history CSV to write")
     command.add_argument("--pretrained", type=Path, help="raw directory of pretrained weights (transfer)")
     command.set_defaults(run=_train)
+
+    command = commands.add_parser("evaluate", help="test metrics and plots of a trained experiment")
+    command.add_argument("experiment")
+    command.add_argument("--model", type=Path, required=True, help="model directory from the train stage")
+    command.add_argument("--data", type=Path, required=True, help="processed data directory")
+    command.add_argument("--history", type=Path, required=True, help="history CSV from the train stage")
+    command.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
+    command.add_argument("--plots", type=Path, required=True, help="directory of PNG plots to write")
+    command.set_defaults(run=_evaluate)
+
+    command = commands.add_parser("export", help="export to ONNX, check parity, write a repository entry")
+    command.add_argument("experiment")
+    command.add_argument("--model", type=Path, required=True, help="model directory from the train stage")
+    command.add_argument("--data", type=Path, required=True, help="processed data directory (test samples)")
+    command.add_argument("--out", type=Path, required=True, help="repository entry to write")
+    command.set_defaults(run=_export)
+
+    command = commands.add_parser("report", help="the summary table of every experiment")
+    command.add_argument("--metrics", type=Path, required=True, help="directory of metrics JSON files")
+    command.add_argument("--repository", type=Path, required=True, help="the model repository")
+    command.add_argument("--plots", type=Path, required=True, help="directory of per-experiment plots")
+    command.add_argument("--out", type=Path, required=True, help="markdown file to write")
+    command.set_defaults(run=_report)
     return parser
 
 

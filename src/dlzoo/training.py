@@ -125,6 +125,7 @@ def train(
             initial_epoch=start,
             epochs=start + epochs,
             callbacks=[*callbacks_for(config), *extra_callbacks],
+            shuffle=False,  # the dataset shuffles itself, with the seed
             verbose=verbose,
         )
         for offset in range(len(fitted.epoch)):

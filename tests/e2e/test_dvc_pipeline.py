@@ -84,3 +84,19 @@ def test_train_stages_log_to_the_root_store_and_rerun_only_what_changed(project:
 
     set_param(project, ["experiments", "moons_mlp", "training", "epochs"], 3)
     assert stages_run(run(["dvc", "repro", *targets], project)) == ["Running stage 'train@moons_mlp':"]
+
+
+@pytest.mark.slow
+def test_the_whole_demo_pipeline_runs_and_every_experiment_is_tracked(project: Path):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    run(["dvc", "repro"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    for name in params["experiments"]:
+        summary = json.loads((project / "models" / name / "summary.json").read_text())
+        assert summary["profile"] == "demo"
+        assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED", name
+    assert "Running stage" not in run(["dvc", "repro"], project)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dlzoo import experiment as stage
 from dlzoo.config import load_params
+from dlzoo.stages import train as stage
 from dlzoo.tracking import TrackingError
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,13 @@ def params_with_epochs(repo: Path, name: str, epochs: int):
 def run_stage(demo_data: Path, tmp_path: Path, params, name: str) -> dict:
     data = demo_data / "processed" / params.experiments[name].data
     return stage.run(
-        name, params, data, tmp_path / "models" / name, tmp_path / "history" / f"{name}.csv",
+        name,
+        params,
+        data,
+        tmp_path / "models" / name,
+        tmp_path / "history" / f"{name}.csv",
         demo_data / "raw" / "mobilenet_v2",
-    )  # fmt: skip
+    )
 
 
 def test_a_keras_run_records_params_metric_history_model_and_tags(repo, demo_data, tmp_path, store):

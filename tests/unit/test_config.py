@@ -63,7 +63,7 @@ def test_unknown_profile_lists_allowed_values(raw_params):
         ("data.moons.samples", 10.5, r"data\.moons\.samples: expected int, got float"),
         ("data.moons.samples", True, r"data\.moons\.samples: expected int, got bool"),
         ("data.mirror", 3, r"data\.mirror: expected str, got int"),
-        ("data.imdb.vocab_sizes", 10000, r"data\.imdb\.vocab_sizes: expected a non-empty list"),
+        ("data.imdb.vocab_sizes", 10000, r"data\.imdb\.vocab_sizes: expected a list"),
         ("data.imdb.vocab_sizes", [10000, "x"], r"data\.imdb\.vocab_sizes\[1\]: expected int"),
         ("data.sine", [1, 2], r"data\.sine: expected a mapping with keys"),
     ],
@@ -129,3 +129,70 @@ def test_empty_params_file_is_rejected(tmp_path):
     (tmp_path / "params.yaml").write_text("")
     with pytest.raises(ValueError, match=r"params\.yaml: expected a mapping with keys data"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_unknown_family_lists_the_families(raw_params):
+    with pytest.raises(
+        ValueError, match=r"experiments\.moons_mlp\.family: 'resnet' is not allowed; use one of mlp, cnn"
+    ):
+        build_with(raw_params, "experiments.moons_mlp.family", "resnet")
+
+
+def test_model_block_is_checked_against_its_family(raw_params):
+    with pytest.raises(
+        ValueError, match=r"unknown key experiments\.moons_mlp\.model\.cell; allowed keys here"
+    ):
+        build_with(raw_params, "experiments.moons_mlp.model.cell", "lstm")
+    with pytest.raises(
+        ValueError, match=r"experiments\.imdb_lstm\.model\.cell: 'transformer' is not allowed"
+    ):
+        build_with(raw_params, "experiments.imdb_lstm.model.cell", "transformer")
+
+
+def test_experiment_level_rules(raw_params):
+    with pytest.raises(
+        ValueError, match=r"experiments\.mnist_baseline\.training\.reduce_lr: cannot be combined"
+    ):
+        build_with(
+            raw_params,
+            "experiments.mnist_baseline.training.lr_schedule",
+            {"decay_steps": 10, "decay_rate": 0.5, "staircase": True},
+        )
+    with pytest.raises(
+        ValueError, match=r"experiments\.moons_mlp\.training\.fine_tune: only the transfer family"
+    ):
+        build_with(
+            raw_params,
+            "experiments.moons_mlp.training.fine_tune",
+            {"from_layer": 1, "learning_rate": 0.1, "epochs": 1},
+        )
+    with pytest.raises(ValueError, match=r"experiments\.moons_mlp\.training\.epochs: 0 is out of range"):
+        build_with(raw_params, "experiments.moons_mlp.training.epochs", 0)
+
+
+def test_unknown_experiment_names_the_valid_ones():
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(ValueError, match=r"unknown experiment 'moons'; valid: scratch_moons, moons_mlp"):
+        params.experiment("moons")
+
+
+def test_every_experiment_names_a_processed_data_set():
+    params = load_params(REPO / "params.yaml")
+    known = {
+        "moons",
+        "blobs",
+        "sine",
+        "mnist",
+        "cifar10",
+        "cats_dogs",
+        "imdb/vocab_10000",
+        "imdb/vocab_20000",
+    }
+    assert {experiment.data for experiment in params.experiments.values()} <= known
+
+
+def test_empty_vocabulary_list_is_rejected(raw_params):
+    with pytest.raises(
+        ValueError, match=r"data\.imdb\.vocab_sizes: \[\] must be distinct and each at least 4"
+    ):
+        build_with(raw_params, "data.imdb.vocab_sizes", [])

@@ -34,10 +34,10 @@ DIGITS = InputSpec((28, 28), "float32", scale=1 / 255)
 TINY = {
     "mlp": (MlpConfig((8, 4), "relu", 0.1, 0.0, 0.001, True, 3, "softmax"), VECTOR),
     "cnn": (CnnConfig((4, 8), (True, False), 3, 2, "relu", (8,), 0.0, 3, "softmax"), IMAGE),
-    "rnn": (RnnConfig("gru", 4, "tanh", 0.0, 0.0, 8, (4,), "relu", 1, "sigmoid"), TEXT),
+    "rnn": (RnnConfig("gru", 4, "tanh", 0.0, 0.0, 8, False, (4,), "relu", 1, "sigmoid"), TEXT),
     "transfer": (TransferConfig(32, "none", 0.2, 2, "softmax"), IMAGE),
     "autoencoder": (AutoencoderConfig((16, 4), (16,), "relu", "sigmoid"), DIGITS),
-    "transformer": (TransformerConfig(8, 2, 16, 0.1, 1, "sigmoid"), TEXT),
+    "transformer": (TransformerConfig(8, 2, 16, 0.1, 0.1, 1, "sigmoid"), TEXT),
 }
 LOSSES = {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_crossentropy"}
 
@@ -110,9 +110,13 @@ def test_a_learnable_task_loss_goes_down():
     config = MlpConfig((16,), "relu", 0.0, 0.0, 0.0, False, 1, "sigmoid")
     model = builder("mlp")(config, VECTOR)
     history = training.train(
-        model, plain_training("binary_crossentropy", epochs=15, batch_size=32),
-        {"train": (x, y), "val": (x[:64], y[:64])}, VECTOR, seed=1, verbose=0,
-    )  # fmt: skip
+        model,
+        plain_training("binary_crossentropy", epochs=15, batch_size=32),
+        {"train": (x, y), "val": (x[:64], y[:64])},
+        VECTOR,
+        seed=1,
+        verbose=0,
+    )
     losses = [row["loss"] for row in history]
     assert losses[-1] < 0.5 * losses[0]
     assert history[-1]["accuracy"] > 0.9

@@ -10,7 +10,7 @@ import yaml
 
 from dlzoo.config.base import build
 from dlzoo.config.data import DataConfig
-from dlzoo.config.experiments import ExperimentConfig, TrainSettings
+from dlzoo.config.experiments import ExperimentConfig, ExportSettings, TrainSettings
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -19,6 +19,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 class Params:
     data: DataConfig
     train: TrainSettings
+    export: ExportSettings
     experiments: dict[str, ExperimentConfig]
 
     def problems(self) -> dict[str, str]:

@@ -64,7 +64,11 @@ class ImdbConfig:
 
     def problems(self) -> dict[str, str]:
         # Ids 0-2 are reserved for padding, start and out-of-vocabulary.
-        if min(self.vocab_sizes) < 4 or len(set(self.vocab_sizes)) != len(self.vocab_sizes):
+        if (
+            not self.vocab_sizes
+            or min(self.vocab_sizes) < 4
+            or len(set(self.vocab_sizes)) != len(self.vocab_sizes)
+        ):
             return {"vocab_sizes": f"{list(self.vocab_sizes)} must be distinct and each at least 4"}
         return {}
 

@@ -54,6 +54,7 @@ class RnnConfig:
     dropout: float = bounded(ge=0, lt=1)
     recurrent_dropout: float = bounded(ge=0, lt=1)
     embedding_dim: int = bounded(ge=0)  # 0: the inputs are already feature vectors
+    mask_padding: bool  # skip padding ids (0) in the recurrence instead of reading them
     dense_units: tuple[int, ...]
     dense_activation: Activation
     output_units: int = bounded(ge=1)
@@ -87,7 +88,8 @@ class TransformerConfig:
     embed_dim: int = bounded(ge=1)
     num_heads: int = bounded(ge=1)
     ff_dim: int = bounded(ge=1)
-    dropout: float = bounded(ge=0, lt=1)
+    block_dropout: float = bounded(ge=0, lt=1)  # on the attention and feed-forward outputs
+    dropout: float = bounded(ge=0, lt=1)  # before the classifier
     output_units: int = bounded(ge=1)
     output_activation: OutputActivation
 
@@ -180,6 +182,14 @@ class ExperimentConfig:
         if self.training.fine_tune is not None and self.family != "transfer":
             return {"training.fine_tune": "only the transfer family has a fine-tuning phase; use null"}
         return {}
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    opset: int = bounded(ge=13, le=18)  # tf2onnx 1.17 with TF 2.21 converts 13-18, not 19+
+    tolerance: float = bounded(gt=0)  # max |ONNX Runtime - trained model| on test samples
+    parity_samples: int = bounded(ge=1)
+    max_batch_size: int = bounded(ge=1)  # the repository's limit, also the server's
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,11 @@ class Vocabulary:
         offset = len(SPECIAL_TOKENS)
         return {word: rank + offset for rank, word in enumerate(self.words)}
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids back to words (padding dropped), to show what a model saw."""
+        words = (*SPECIAL_TOKENS, *self.words)
+        return " ".join(words[i] if i < len(words) else SPECIAL_TOKENS[OOV_ID] for i in ids if i != PAD_ID)
+
     def save(self, path: Path) -> None:
         save_json(path, {"special_tokens": list(SPECIAL_TOKENS), "words": list(self.words)})
 

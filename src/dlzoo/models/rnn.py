@@ -20,7 +20,9 @@ def build(config: RnnConfig, spec: InputSpec) -> keras.Model:
     if config.embedding_dim:
         if spec.vocab_size is None:
             raise ValueError("model.embedding_dim needs token ids as inputs, but the data are not text")
-        x = layers.Embedding(spec.vocab_size, config.embedding_dim, name="embedding")(x)
+        x = layers.Embedding(
+            spec.vocab_size, config.embedding_dim, mask_zero=config.mask_padding, name="embedding"
+        )(x)
     x = CELLS[config.cell](
         config.units,
         activation=config.activation,

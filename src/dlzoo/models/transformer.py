@@ -50,9 +50,11 @@ def build(config: TransformerConfig, spec: InputSpec) -> keras.Model:
     attention = layers.MultiHeadAttention(config.num_heads, key_dim=config.embed_dim, name="attention")(
         x, x, attention_mask=ops.expand_dims(not_padding, axis=1)
     )
+    attention = layers.Dropout(config.block_dropout)(attention)
     x = layers.LayerNormalization(name="norm_attention")(layers.Add()([x, attention]))
     feed_forward = layers.Dense(config.ff_dim, activation="relu", name="ffn_hidden")(x)
     feed_forward = layers.Dense(config.embed_dim, name="ffn_out")(feed_forward)
+    feed_forward = layers.Dropout(config.block_dropout)(feed_forward)
     x = layers.LayerNormalization(name="norm_ffn")(layers.Add()([x, feed_forward]))
 
     x = layers.GlobalAveragePooling1D(name="pool")(x, mask=not_padding)

@@ -1,0 +1,111 @@
+"""Test metrics for a trained experiment, by the kind of task it solves.
+
+- classification: accuracy, log loss, per-class precision/recall/F1, confusion matrix; binary
+  tasks also ROC AUC. The loss here is the data loss alone: Keras' reported loss of an L1/L2
+  model includes the penalty, which makes regularised models look worse than they are.
+- regression: MSE and MAE.
+- reconstruction (autoencoder): binary cross-entropy per sample, its mean and distribution,
+  which is what anomaly scores are made of.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as sk
+
+Arrays = dict[str, np.ndarray]
+_EPSILON = 1e-7
+
+
+def task_kind(info: dict[str, Any], family: str) -> str:
+    if family == "autoencoder":
+        return "reconstruction"
+    return {"binary_classification": "binary", "multiclass_classification": "multiclass"}.get(
+        info["task"], "regression"
+    )
+
+
+def probabilities(outputs: np.ndarray) -> np.ndarray:
+    """(n, classes) probabilities from a model's outputs: one sigmoid unit becomes two columns."""
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        return np.hstack([1.0 - outputs, outputs])
+    return outputs
+
+
+def classification_metrics(outputs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    probs = np.clip(probabilities(outputs).astype(np.float64), _EPSILON, 1.0)
+    probs /= probs.sum(axis=1, keepdims=True)
+    predicted = probs.argmax(axis=1)
+    indices = list(range(len(classes)))
+    report = sk.classification_report(
+        labels, predicted, labels=indices, target_names=classes, output_dict=True, zero_division=0
+    )
+    result = {
+        "accuracy": float(sk.accuracy_score(labels, predicted)),
+        "loss": float(sk.log_loss(labels, probs, labels=indices)),
+        "per_class": {
+            name: {key: float(report[name][key]) for key in ("precision", "recall", "f1-score")}
+            for name in classes
+        },
+        "macro_f1": float(report["macro avg"]["f1-score"]),
+        "confusion_matrix": sk.confusion_matrix(labels, predicted, labels=indices).tolist(),
+        "samples": len(labels),
+    }
+    if len(classes) == 2:
+        result["roc_auc"] = float(sk.roc_auc_score(labels, probs[:, 1]))
+    return result
+
+
+def regression_metrics(outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    predicted = outputs.reshape(len(targets), -1)[:, 0]
+    return {
+        "mse": float(sk.mean_squared_error(targets, predicted)),
+        "mae": float(sk.mean_absolute_error(targets, predicted)),
+        "samples": len(targets),
+    }
+
+
+def reconstruction_errors(reconstructions: np.ndarray, originals: np.ndarray, scale: float) -> np.ndarray:
+    """Binary cross-entropy of each sample's reconstruction (its anomaly score)."""
+    target = originals.reshape(len(originals), -1).astype(np.float64) * scale
+    predicted = np.clip(reconstructions.astype(np.float64), _EPSILON, 1 - _EPSILON)
+    return -np.mean(target * np.log(predicted) + (1 - target) * np.log(1 - predicted), axis=1)
+
+
+def reconstruction_metrics(errors: np.ndarray) -> dict[str, Any]:
+    counts, edges = np.histogram(errors, bins=20)
+    return {
+        "loss": float(errors.mean()),
+        "error_percentiles": {f"p{q}": float(np.percentile(errors, q)) for q in (50, 90, 99)},
+        "error_max": float(errors.max()),
+        "error_histogram": {"counts": counts.tolist(), "edges": [float(e) for e in edges]},
+        "samples": len(errors),
+    }
+
+
+def headline(kind: str, scores: dict[str, Any]) -> tuple[str, float]:
+    """The one number a table shows for this kind of task."""
+    key = {"binary": "accuracy", "multiclass": "accuracy", "regression": "mse", "reconstruction": "loss"}[
+        kind
+    ]
+    return key, scores[key]
+
+
+def scalar_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
+    """The plain numbers of a metrics dict, flattened for MLflow (per-class F1 included)."""
+    flat = {f"{prefix}_{key}": value for key, value in scores.items() if isinstance(value, int | float)}
+    for name, values in scores.get("per_class", {}).items():
+        flat[f"{prefix}_f1_{name}"] = values["f1-score"]
+    return flat
+
+
+def write_predictions_csv(path: Path, labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> None:
+    """actual,predicted rows: the input of DVC's confusion-matrix template."""
+    lines = [
+        "actual,predicted",
+        *(f"{classes[a]},{classes[p]}" for a, p in zip(labels, predicted, strict=True)),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,161 @@
+"""Export to ONNX and the parity gate: ONNX Runtime must agree with the trained model.
+
+Keras models go through tf2onnx from a tf.function with an explicit input signature whose
+batch dimension is dynamic (tf2onnx's `from_keras` fails on Sequential models under Keras 3,
+and a signature pins names and dtypes). Recurrent layers are exported from a clone that does
+not use cuDNN kernels, whose graph ops ONNX cannot express. The NumPy MLP is written with
+onnx.helper directly. Either way `onnx.checker` must pass and predictions must agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from dlzoo.errors import DlzooError
+from dlzoo.models.inputs import InputSpec
+from dlzoo.scratch.mlp import NumpyMLP
+
+OPSET = 17
+INPUT_NAME = "inputs"
+OUTPUT_NAME = "outputs"
+
+
+class ParityError(DlzooError):
+    """ONNX Runtime and the source model disagree; the message has the numbers."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    samples: int
+    max_abs_diff: float
+    tolerance: float
+    classes_agree: bool
+
+    def as_dict(self) -> dict:
+        return {
+            "samples": self.samples,
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": self.tolerance,
+            "classes_agree": self.classes_agree,
+        }
+
+
+def without_cudnn(model: keras.Model) -> keras.Model:
+    """An equivalent model whose LSTM/GRU layers never take the cuDNN path, with the same weights."""
+    if not any(hasattr(layer, "use_cudnn") for layer in _all_layers(model)):
+        return model
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if hasattr(layer, "use_cudnn"):  # LSTM and GRU; their get_config() leaves it out
+            config["use_cudnn"] = False
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def keras_to_onnx(model: keras.Model, spec: InputSpec, opset: int = OPSET) -> onnx.ModelProto:
+    exportable = without_cudnn(model)
+    dtype = tf.int32 if spec.dtype == "int32" else tf.float32
+    signature = (tf.TensorSpec((None, *spec.shape), dtype, name=INPUT_NAME),)
+
+    @tf.function(input_signature=signature)
+    def serve(inputs):
+        return {OUTPUT_NAME: exportable(inputs, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def numpy_mlp_to_onnx(mlp: NumpyMLP) -> onnx.ModelProto:
+    """The NumPy MLP as an ONNX graph: MatMul + Add per layer, the activations, then the output."""
+    nodes, initializers = [], []
+    current = INPUT_NAME
+    activation_op = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}[mlp.activation]
+    for index, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
+        last = index == len(mlp.weights) - 1
+        initializers += [
+            numpy_helper.from_array(weight.astype(np.float32), f"weight_{index}"),
+            numpy_helper.from_array(bias.astype(np.float32), f"bias_{index}"),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [current, f"weight_{index}"], [f"matmul_{index}"]),
+            helper.make_node("Add", [f"matmul_{index}", f"bias_{index}"], [f"z_{index}"]),
+        ]
+        output = OUTPUT_NAME if last else f"a_{index}"
+        if last:
+            op = "Sigmoid" if mlp.binary else "Softmax"
+            nodes.append(
+                helper.make_node(op, [f"z_{index}"], [output], **({} if mlp.binary else {"axis": -1}))
+            )
+        else:
+            nodes.append(helper.make_node(activation_op, [f"z_{index}"], [output]))
+        current = output
+    graph = helper.make_graph(
+        nodes,
+        "numpy_mlp",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", mlp.weights[0].shape[0]])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", mlp.weights[-1].shape[1]])],
+        initializers,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dlzoo")
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def session(proto: onnx.ModelProto | bytes) -> ort.InferenceSession:
+    payload = proto if isinstance(proto, bytes) else proto.SerializeToString()
+    return ort.InferenceSession(payload, providers=["CPUExecutionProvider"])
+
+
+def predicted_classes(outputs: np.ndarray) -> np.ndarray | None:
+    """Class ids from probabilities: argmax, or a 0.5 threshold for one sigmoid unit."""
+    if outputs.ndim != 2:
+        return None
+    return outputs.argmax(axis=1) if outputs.shape[1] > 1 else (outputs[:, 0] >= 0.5).astype(np.int64)
+
+
+def check_parity(
+    onnx_session: ort.InferenceSession,
+    expected: np.ndarray,
+    x: np.ndarray,
+    tolerance: float,
+    *,
+    classify: bool,
+) -> Parity:
+    """Raises ParityError unless ONNX Runtime matches `expected` within `tolerance` (and classes)."""
+    actual = onnx_session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    if actual.shape != expected.shape:
+        raise ParityError(f"ONNX output shape {actual.shape} != reference output shape {expected.shape}")
+    difference = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+    agree = True
+    if classify:
+        agree = bool(np.array_equal(predicted_classes(actual), predicted_classes(expected)))
+    parity = Parity(len(x), difference, tolerance, agree)
+    if difference > tolerance or not agree:
+        flips = int(np.sum(predicted_classes(actual) != predicted_classes(expected))) if classify else 0
+        raise ParityError(
+            f"ONNX Runtime disagrees with the trained model on {len(x)} test samples: max |difference| "
+            f"{difference:.3g} (tolerance {tolerance:g}), {flips} predicted classes differ"
+        )
+    return parity

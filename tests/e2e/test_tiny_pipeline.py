@@ -1,0 +1,66 @@
+"""A tiny but complete pipeline: data, train, evaluate, export and report, through real DVC."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.test_dvc_pipeline import run
+
+pytestmark = pytest.mark.e2e
+KEPT = {"scratch_moons": 50, "blobs_mlp": 5, "sine_rnn": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_project(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(repo / name, root / name)
+    shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["experiments"] = {name: params["experiments"][name] for name in KEPT}
+    for name, epochs in KEPT.items():
+        params["experiments"][name]["training"]["demo_max_epochs"] = epochs
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "repro", "report"], root)
+    return root
+
+
+def test_report_lists_every_experiment_with_metric_size_and_latency(tiny_project: Path):
+    report = (tiny_project / "reports" / "summary.md").read_text()
+    for name in KEPT:
+        (row,) = [line for line in report.splitlines() if line.startswith(f"| {name} |")]
+        assert " ms |" in row and " KiB |" in row and "training_curves" in row
+    assert "| blobs_mlp | blobs | accuracy " in report
+    assert "| sine_rnn | sine | mse " in report
+
+
+def test_dvc_metrics_show_has_every_experiment(tiny_project: Path):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], tiny_project))
+    (workspace,) = shown.values()
+    files = workspace["data"]
+    assert {Path(path).stem for path in files} == set(KEPT)
+    assert files["metrics/blobs_mlp.json"]["data"]["test"]["accuracy"] >= 0.9
+
+
+def test_repository_entries_are_complete_and_parity_held(tiny_project: Path):
+    for name in KEPT:
+        entry = tiny_project / "models" / "repository" / name
+        metadata = json.loads((entry / "1" / "metadata.json").read_text())
+        assert (entry / "config.pbtxt").is_file() and (entry / "1" / "model.onnx").is_file()
+        assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"]
+        assert metadata["inputs"][0]["shape"][0] == -1
+
+
+def test_plots_are_written_for_each_kind(tiny_project: Path):
+    plots = tiny_project / "plots" / "eval"
+    assert (plots / "blobs_mlp" / "decision_boundary.png").is_file()
+    assert (plots / "blobs_mlp" / "test_confusion.png").is_file()
+    assert (plots / "sine_rnn" / "actual_vs_predicted.png").is_file()
+    assert (plots / "scratch_moons" / "training_curves.png").is_file()

@@ -1,0 +1,117 @@
+"""ONNX export and the parity gate, for every family, on tiny trained models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from dlzoo import export, repository, training
+from dlzoo.config.experiments import RnnConfig
+from dlzoo.models import builder
+from dlzoo.scratch.mlp import NumpyMLP
+from tests.unit.test_models import TEXT, TINY, plain_training, tiny_data
+
+LOSSES = {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_crossentropy"}
+
+
+def trained(family: str, config=None, spec=None):
+    config = config or TINY[family][0]
+    spec = spec or TINY[family][1]
+    model = builder(family)(config, spec)
+    reconstruct = family == "autoencoder"
+    loss = "binary_crossentropy" if reconstruct else LOSSES[config.output_activation]
+    x, y = tiny_data(spec, 1 if reconstruct else config.output_units, np.random.default_rng(5), count=32)
+    training.train(
+        model,
+        plain_training(loss, no_metrics=reconstruct),
+        {"train": (x, y), "val": (x, y)},
+        spec,
+        seed=5,
+        reconstruct=reconstruct,
+        verbose=0,
+    )
+    return model, spec, x
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_every_family_exports_with_a_dynamic_batch_and_matches_keras(family: str):
+    model, spec, x = trained(family)
+    proto = export.keras_to_onnx(model, spec)
+    onnx.checker.check_model(proto)
+    (graph_input,) = proto.graph.input
+    assert graph_input.name == export.INPUT_NAME
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param  # symbolic: any batch size
+    x = x.astype(np.int32 if spec.dtype == "int32" else np.float32)
+    session = export.session(proto)
+    for batch in (1, 7, len(x)):
+        expected = model.predict(x[:batch], verbose=0)
+        parity = export.check_parity(session, expected, x[:batch], 1e-4, classify=family != "autoencoder")
+        assert parity.max_abs_diff <= 1e-4 and parity.classes_agree
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
+def test_recurrent_models_export_from_a_clone_without_cudnn(cell: str):
+    config = RnnConfig(cell, 4, "tanh", 0.0, 0.0, 8, True, (4,), "relu", 1, "sigmoid")
+    model, spec, x = trained("rnn", config, TEXT)
+    clone = export.without_cudnn(model)
+    assert all(
+        not getattr(layer, "use_cudnn", False) for layer in clone.layers if hasattr(layer, "use_cudnn")
+    )
+    np.testing.assert_array_equal(clone.predict(x, verbose=0), model.predict(x, verbose=0))
+    proto = export.keras_to_onnx(model, spec)
+    export.check_parity(export.session(proto), model.predict(x, verbose=0), x, 1e-5, classify=True)
+
+
+def test_a_broken_export_fails_the_parity_gate_with_the_numbers():
+    model, spec, x = trained("cnn")
+    other, _, _ = trained("cnn")  # same architecture, different weights: a wrong export
+    other.set_weights([w + 0.05 for w in model.get_weights()])
+    proto = export.keras_to_onnx(other, spec)
+    with pytest.raises(
+        export.ParityError, match=r"max \|difference\| .* \(tolerance 0\.0001\), \d+ predicted classes differ"
+    ):
+        export.check_parity(
+            export.session(proto), model.predict(x, verbose=0), x.astype(np.float32), 1e-4, classify=True
+        )
+
+
+def test_a_wrong_input_signature_is_caught(tmp_path):
+    model, spec, x = trained("mlp")
+    proto = export.keras_to_onnx(model, spec)
+    with pytest.raises(export.ParityError, match="output shape"):
+        export.check_parity(export.session(proto), np.zeros((len(x), 5), np.float32), x, 1e-4, classify=True)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "activation"), [([2, 5, 1], "relu"), ([3, 6, 4, 3], "tanh"), ([2, 4, 2], "sigmoid")]
+)
+def test_the_numpy_mlp_exports_through_onnx_helper_and_matches_numpy(sizes, activation):
+    rng = np.random.default_rng(8)
+    mlp = NumpyMLP.initialise(sizes, activation, rng)
+    mlp.biases = [rng.normal(size=b.shape) for b in mlp.biases]
+    x = rng.normal(size=(50, sizes[0]))
+    proto = export.numpy_mlp_to_onnx(mlp)
+    parity = export.check_parity(
+        export.session(proto), mlp.predict_proba(x), x.astype(np.float32), 1e-5, classify=True
+    )
+    assert parity.samples == 50
+
+
+def test_repository_entry_round_trips_its_metadata(tmp_path):
+    inputs = [repository.tensor("inputs", "float32", [32, 32, 3])]
+    outputs = [repository.tensor("outputs", "float32", [10])]
+    metadata = {
+        "name": "cnn",
+        "inputs": inputs,
+        "outputs": outputs,
+        "labels": list("abcdefghij"),
+        "max_batch_size": 8,
+        "onnx_sha256": "0" * 64,
+    }
+    repository.write_entry(tmp_path / "cnn", "cnn", b"onnx-bytes", metadata, {"vocabulary.json": b"{}"})
+    assert repository.read_metadata(tmp_path / "cnn") == metadata
+    assert (tmp_path / "cnn" / "1" / "model.onnx").read_bytes() == b"onnx-bytes"
+    config = (tmp_path / "cnn" / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config and "max_batch_size: 8" in config
+    assert "dims: [ 32, 32, 3 ]" in config and "dims: [ 10 ]" in config and "data_type: TYPE_FP32" in config
