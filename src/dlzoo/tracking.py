@@ -97,13 +97,25 @@ def _git_commit() -> str:
 @contextlib.contextmanager
 def start_run(task: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
     """An MLflow run in experiment `task`; ends FINISHED, or FAILED if the block raises."""
-    uri = tracking_uri()
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
+    _connect()
     mlflow.set_experiment(task)
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params({key: _param_value(value) for key, value in params.items()})
         yield run
+
+
+@contextlib.contextmanager
+def resume_run(run_id: str) -> Iterator[Any]:
+    """Reopens a training run, so that evaluation and export add to it."""
+    _connect()
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+def _connect() -> None:
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
 
 
 def _param_value(value: Any) -> str:

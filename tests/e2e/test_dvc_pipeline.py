@@ -77,7 +77,7 @@ def test_changing_one_data_block_reruns_only_its_stage(project: Path):
 def test_train_stages_log_to_the_root_store_and_rerun_only_what_changed(project: Path):
     targets = ["train@moons_mlp", "train@blobs_mlp"]
     first = run(["dvc", "repro", *targets], project)
-    assert stages_run(first)[-2:] == ["Running stage 'train@moons_mlp':", "Running stage 'train@blobs_mlp':"]
+    assert {f"Running stage '{target}':" for target in targets} <= set(stages_run(first))
     assert (project / "models" / "moons_mlp" / "model.keras").is_file()
     assert (project / "plots" / "history" / "blobs_mlp.csv").is_file()
     assert (project / "mlflow.db").is_file()  # the default store: an absolute SQLite URI at the root

@@ -64,3 +64,17 @@ def test_plots_are_written_for_each_kind(tiny_project: Path):
     assert (plots / "blobs_mlp" / "test_confusion.png").is_file()
     assert (plots / "sine_rnn" / "actual_vs_predicted.png").is_file()
     assert (plots / "scratch_moons" / "training_curves.png").is_file()
+
+
+def test_onnx_models_are_registered_and_evaluation_is_in_the_run(tiny_project: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tiny_project / 'mlflow.db'}")
+    for name in KEPT:
+        (version,) = client.search_model_versions(f"name='dlzoo-{name}'")
+        metadata = json.loads(
+            (tiny_project / "models" / "repository" / name / "1" / "metadata.json").read_text()
+        )
+        assert version.run_id == metadata["mlflow_run_id"]
+        run = client.get_run(version.run_id)
+        assert "eval_test_samples" in run.data.metrics and "onnx_parity_max_abs_diff" in run.data.metrics

@@ -143,10 +143,7 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 
 
 def _log_to_run(run_id: str, results: dict[str, Any], plots_dir: Path) -> None:
-    uri = tracking.tracking_uri()
-    tracking.check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
+    with tracking.resume_run(run_id):
         for split in SPLITS:
             if split in results:
                 mlflow.log_metrics(scoring.scalar_metrics(f"eval_{split}", results[split]))

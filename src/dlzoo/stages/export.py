@@ -111,10 +111,7 @@ def _preprocessing(info: dict[str, Any], spec: InputSpec) -> dict[str, Any]:
 
 
 def _register(run_id: str, name: str, proto: onnx.ModelProto, parity: export.Parity) -> None:
-    uri = tracking.tracking_uri()
-    tracking.check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
+    with tracking.resume_run(run_id):
         mlflow.log_metrics({"onnx_parity_max_abs_diff": parity.max_abs_diff})
         mlflow.onnx.log_model(
             proto,
