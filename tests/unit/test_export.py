@@ -115,3 +115,21 @@ def test_repository_entry_round_trips_its_metadata(tmp_path):
     config = (tmp_path / "cnn" / "config.pbtxt").read_text()
     assert 'backend: "onnxruntime"' in config and "max_batch_size: 8" in config
     assert "dims: [ 32, 32, 3 ]" in config and "dims: [ 10 ]" in config and "data_type: TYPE_FP32" in config
+
+
+def test_a_saved_transformer_loads_in_a_fresh_process(tmp_path):
+    """The evaluate and export stages load .keras files in new processes: custom layers must register."""
+    import subprocess
+    import sys
+
+    model, _spec, x = trained("transformer")
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))
+    script = (
+        "import sys, numpy as np; from pathlib import Path; from dlzoo.stages.evaluate import load_trained; "
+        "d = Path(sys.argv[1]); m = load_trained(d); "
+        "np.testing.assert_allclose(m.predict(np.load(d / 'x.npy'), verbose=0), np.load(d / 'expected.npy'), atol=1e-6)"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -10,6 +10,7 @@ import keras
 import mlflow
 import numpy as np
 
+import dlzoo.models  # noqa: F401  (registers the custom layers that saved models refer to)
 from dlzoo import evaluate as scoring
 from dlzoo import plots, tracking
 from dlzoo.config import Params
