@@ -129,7 +129,8 @@ def test_a_saved_transformer_loads_in_a_fresh_process(tmp_path):
     script = (
         "import sys, numpy as np; from pathlib import Path; from dlzoo.stages.evaluate import load_trained; "
         "d = Path(sys.argv[1]); m = load_trained(d); "
-        "np.testing.assert_allclose(m.predict(np.load(d / 'x.npy'), verbose=0), np.load(d / 'expected.npy'), atol=1e-6)"
+        "actual = m.predict(np.load(d / 'x.npy'), verbose=0); "
+        "np.testing.assert_allclose(actual, np.load(d / 'expected.npy'), atol=1e-6)"
     )
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
