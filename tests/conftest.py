@@ -43,3 +43,11 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
             out = str(root / "processed" / dataset)
             assert main([*params, "preprocess", dataset, "--raw", str(root / "raw" / raw), "--out", out]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with one tiny exported model per family (see tests/tiny_repository.py)."""
+    from tests import tiny_repository
+
+    return tiny_repository.build(tmp_path_factory.mktemp("repository"))

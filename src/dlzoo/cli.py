@@ -75,6 +75,27 @@ def _report(args: argparse.Namespace) -> None:
     print(report.run(names, args.metrics, args.repository, args.plots, args.out), end="")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from dlzoo.serving.app import ServeSettings, create_app
+    from dlzoo.serving.models import load_repository
+
+    settings = ServeSettings(
+        repository=args.repository,
+        models=tuple(args.model),
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        dynamic_batching=not args.no_dynamic_batching,
+        max_body_bytes=int(args.max_body_mib * 1024 * 1024),
+        threads=args.threads,
+    )
+    # Loaded before uvicorn starts, so a broken repository is one clear error, not a failed startup.
+    models = load_repository(settings.repository, list(settings.models), settings.max_batch_size)
+    print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/v2", flush=True)
+    uvicorn.run(create_app(settings, models), host=args.host, port=args.port, log_level=args.log_level)
+
+
 def _print_counts(dataset: str, info: dict) -> None:
     if "vocabulary_words" in info:
         print(
@@ -144,7 +165,53 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--plots", type=Path, required=True, help="directory of per-experiment plots")
     command.add_argument("--out", type=Path, required=True, help="markdown file to write")
     command.set_defaults(run=_report)
+
+    command = commands.add_parser("serve", help="serve the model repository over the Open Inference Protocol")
+    command.add_argument(
+        "--repository", type=Path, default=Path("models/repository"), help="default: %(default)s"
+    )
+    command.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, local only)"
+    )
+    command.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    command.add_argument("--model", action="append", default=[], help="serve only this model (repeatable)")
+    command.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        help="samples per request and per merged batch (default: each model's)",
+    )
+    command.add_argument(
+        "--max-queue-delay-ms",
+        type=_non_negative_float,
+        default=0.0,
+        help="how long the batcher waits for requests to merge (default: %(default)s: only what is queued)",
+    )
+    command.add_argument("--no-dynamic-batching", action="store_true", help="run every request on its own")
+    command.add_argument(
+        "--max-body-mib", type=float, default=8.0, help="request body limit (default: %(default)s MiB)"
+    )
+    command.add_argument(
+        "--threads", type=_positive_int, default=4, help="inference threads (default: %(default)s)"
+    )
+    command.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    command.set_defaults(run=_serve)
     return parser
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,7 @@ def _metadata(
         "inputs": [repository.tensor(export.INPUT_NAME, spec.dtype, list(spec.shape))],
         "outputs": [repository.tensor(export.OUTPUT_NAME, "float32", list(expected.shape[1:]))],
         "labels": info.get("classes"),
-        "preprocessing": _preprocessing(info, spec),
+        "preprocessing": preprocessing_metadata(info, spec),
         "max_batch_size": settings.max_batch_size,
         "onnx_sha256": hashlib.sha256(payload).hexdigest(),
         "onnx_bytes": len(payload),
@@ -80,7 +80,8 @@ def _metadata(
     }
 
 
-def _preprocessing(info: dict[str, Any], spec: InputSpec) -> dict[str, Any]:
+def preprocessing_metadata(info: dict[str, Any], spec: InputSpec) -> dict[str, Any]:
+    """What the server must do to raw inputs; recorded beside the model so the server needs nothing else."""
     settings = info.get("input", {})
     if "vocabulary" in settings:
         return {

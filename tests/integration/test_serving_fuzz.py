@@ -1,0 +1,121 @@
+"""Property-based: no JSON body and no model name a client can send makes the server answer 5xx."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dlzoo import repository
+from dlzoo.serving.app import ServeSettings, create_app
+from tests.tiny_repository import MODELS
+
+pytestmark = pytest.mark.integration
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+datatypes = st.sampled_from(["FP32", "INT32", "INT64", "UINT8", "BYTES", "BOOL", "FP16"]) | st.text(
+    max_size=6
+)
+numbers = st.integers(-300, 300) | st.floats(allow_nan=False, width=32)
+# Requests that look almost right reach the deeper checks (shapes, data, outputs).
+tensors = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["inputs", "x"]),
+        "datatype": datatypes,
+        "shape": st.lists(st.integers(-2, 40), max_size=5),
+        "data": st.lists(numbers | st.lists(numbers, max_size=4) | st.text(max_size=30), max_size=80)
+        | json_values,
+    },
+    optional={"parameters": json_values},
+)
+outputs = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["outputs", "logits"])},
+        optional={"parameters": st.fixed_dictionaries({"classification": st.integers(-2, 5) | json_values})},
+    ),
+    max_size=2,
+)
+requests = st.fixed_dictionaries(
+    {"inputs": st.lists(tensors, min_size=0, max_size=2)}, optional={"outputs": outputs, "id": json_values}
+)
+model_names = st.sampled_from(list(MODELS)) | st.text(max_size=12)
+
+
+@st.composite
+def near_valid_requests(draw, metadata: dict) -> dict:
+    """Right names, shapes that are right or one off, data of the right length or not: deep checks."""
+    trailing = metadata["inputs"][0]["shape"][1:]
+    batch = draw(st.integers(-1, 18))
+    shape = [batch, *trailing]
+    if draw(st.booleans()):
+        shape = draw(st.lists(st.integers(0, 33), max_size=4)) if draw(st.booleans()) else [batch]
+    size = max(0, batch) * int(np.prod(trailing))
+    length = draw(st.sampled_from([size, size, max(0, size - 1), size + 1]))
+    values = st.integers(-3, 300) | st.floats(-1e39, 1e39, allow_nan=False, allow_infinity=False)
+    if draw(st.integers(0, 3)):  # a few drawn values repeated to the length (images are big)
+        pattern = draw(st.lists(values, min_size=1, max_size=8))
+        data = (pattern * (length // len(pattern) + 1))[:length]
+    else:
+        data = draw(st.lists(st.text(max_size=40), min_size=max(0, batch), max_size=max(0, batch)))
+    own = metadata["inputs"][0]["datatype"]
+    datatype = draw(st.sampled_from([own, own, own, "UINT8", "BYTES", "INT64", "FP64"]))
+    body = {"inputs": [{"name": "inputs", "datatype": datatype, "shape": shape, "data": data}]}
+    if draw(st.booleans()):
+        classification = draw(st.integers(-1, 4) | st.booleans())
+        body["outputs"] = [{"name": "outputs", "parameters": {"classification": classification}}]
+    return body
+
+
+@pytest.fixture(scope="module")
+def client(tiny_repository: Path):
+    with TestClient(create_app(ServeSettings(tiny_repository)), raise_server_exceptions=False) as client:
+        yield client
+
+
+def assert_client_error_or_success(response) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert isinstance(response.json()["error"], str)
+
+
+@FUZZ
+@given(name=st.sampled_from(list(MODELS)), body=requests | json_values)
+def test_random_infer_bodies_never_get_a_5xx(client: TestClient, name: str, body):
+    assert_client_error_or_success(client.post(f"/v2/models/{name}/infer", content=json.dumps(body)))
+
+
+@FUZZ
+@given(name=st.sampled_from(list(MODELS)), data=st.data())
+def test_near_valid_infer_bodies_never_get_a_5xx(client: TestClient, tiny_repository: Path, name: str, data):
+    body = data.draw(near_valid_requests(repository.read_metadata(tiny_repository / name)))
+    assert_client_error_or_success(client.post(f"/v2/models/{name}/infer", json=body))
+
+
+@FUZZ
+@given(name=model_names, raw=st.binary(max_size=200))
+def test_random_bytes_to_any_model_name_never_get_a_5xx(client: TestClient, name: str, raw: bytes):
+    assert_client_error_or_success(client.post(f"/v2/models/{quote(name, safe='')}/infer", content=raw))
+
+
+@FUZZ
+@given(name=model_names, version=st.none() | st.text(max_size=4))
+def test_random_metadata_requests_never_get_a_5xx(client: TestClient, name: str, version: str | None):
+    path = f"/v2/models/{quote(name, safe='')}"
+    if version is not None:
+        path += f"/versions/{quote(version, safe='')}"
+    for suffix in ("", "/ready"):
+        assert_client_error_or_success(client.get(path + suffix))
+    assert client.get("/v2/health/ready").status_code == 200
