@@ -11,10 +11,10 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run full ui test test-all lint format clean
+.PHONY: help setup run full ui serve bench-serve test test-all lint format clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install dlzoo with its dev extras
 
@@ -33,6 +33,12 @@ full: setup ## run the pipeline on the real data: DLZOO_DATA_MIRROR=dir make ful
 ui: setup ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+serve: setup ## serve models/repository over the Open Inference Protocol (http://127.0.0.1:8000/v2)
+	$(BIN)/dlzoo serve --repository models/repository --host 127.0.0.1 --port 8000
+
+bench-serve: setup ## latency/throughput: raw ONNX Runtime vs Keras vs the server (after make run)
+	$(BIN)/python bench/serve.py --repository models/repository --models-dir models
+
 test: setup ## run the default (fast) test suite
 	$(BIN)/pytest
 
@@ -40,12 +46,12 @@ test-all: setup ## run every test, the slow ones too
 	$(BIN)/pytest -m ''
 
 lint: setup ## check style with ruff
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 format: setup ## format and autofix with ruff
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 clean: ## remove pipeline outputs (data, models, plots) but keep DVC's cache and MLflow's store
 	rm -rf data/raw data/processed plots $(filter-out models/.gitkeep,$(wildcard models/*))

@@ -76,6 +76,8 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    import logging
+
     import uvicorn
 
     from dlzoo.serving.app import ServeSettings, create_app
@@ -90,6 +92,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_body_bytes=int(args.max_body_mib * 1024 * 1024),
         threads=args.threads,
     )
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Loaded before uvicorn starts, so a broken repository is one clear error, not a failed startup.
     models = load_repository(settings.repository, list(settings.models), settings.max_batch_size)
     print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/v2", flush=True)

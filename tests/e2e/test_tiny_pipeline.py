@@ -78,3 +78,33 @@ def test_onnx_models_are_registered_and_evaluation_is_in_the_run(tiny_project: P
         assert version.run_id == metadata["mlflow_run_id"]
         run = client.get_run(version.run_id)
         assert "eval_test_samples" in run.data.metrics and "onnx_parity_max_abs_diff" in run.data.metrics
+
+
+def test_the_exported_repository_serves_real_test_samples(tiny_project: Path):
+    """The pipeline's own repository (real export metadata) behind the app, on real test samples."""
+    import numpy as np
+    import onnxruntime
+    from fastapi.testclient import TestClient
+
+    from dlzoo.data.splits import load_split
+    from dlzoo.serving.app import ServeSettings, create_app
+
+    data = {"scratch_moons": "moons", "blobs_mlp": "blobs", "sine_rnn": "sine"}
+    with TestClient(create_app(ServeSettings(tiny_project / "models" / "repository"))) as client:
+        for name in KEPT:
+            x, _ = load_split(tiny_project / "data" / "processed" / data[name], "test")
+            x = x[:5].astype(np.float32)
+            body = {
+                "inputs": [{"name": "inputs", "datatype": "FP32", "shape": list(x.shape), "data": x.tolist()}]
+            }
+            response = client.post(f"/v2/models/{name}/infer", json=body)
+            assert response.status_code == 200, response.text
+            values = np.reshape(response.json()["outputs"][0]["data"], response.json()["outputs"][0]["shape"])
+            session = onnxruntime.InferenceSession(
+                tiny_project / "models" / "repository" / name / "1" / "model.onnx"
+            )
+            np.testing.assert_allclose(values, session.run(None, {"inputs": x})[0], rtol=1e-6, atol=1e-7)
+            if name != "sine_rnn":  # classifiers: probabilities (one sigmoid unit, or a softmax)
+                assert ((values >= 0) & (values <= 1)).all()
+                if values.shape[1] > 1:
+                    np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)

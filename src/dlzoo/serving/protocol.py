@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from dlzoo.serving.models import CLASSIFIER_KINDS, NUMPY_DTYPES, ServedModel
 
@@ -42,6 +43,11 @@ def _reject_constant(name: str) -> float:
 
 
 def decode_json(body: bytes) -> Any:
+    """orjson (3x faster on number arrays); what it refuses, the standard library explains."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
