@@ -38,6 +38,9 @@ def _train(args: argparse.Namespace) -> None:
     summary = train.run(
         args.experiment, load_params(args.params), args.data, args.out, args.history, args.pretrained
     )
+    if summary.get("worker"):
+        print(f"{args.experiment}: this worker's share is done; the chief (worker 0) wrote the outputs")
+        return
     scores = {split: summary[split] for split in ("test", "test_full") if split in summary}
     print(f"{args.experiment}: {summary['epochs']} epochs in {summary['train_seconds']} s; {scores}")
 

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dlzoo.errors import DlzooError
 from dlzoo.models.inputs import InputSpec
+from dlzoo.runtime import all_layers
 from dlzoo.scratch.mlp import NumpyMLP
 
 OPSET = 17
@@ -48,39 +49,47 @@ class Parity:
         }
 
 
-def without_cudnn(model: keras.Model) -> keras.Model:
-    """An equivalent model whose LSTM/GRU layers never take the cuDNN path, with the same weights."""
-    if not any(hasattr(layer, "use_cudnn") for layer in _all_layers(model)):
+def exportable(model: keras.Model) -> keras.Model:
+    """An equivalent float32 model whose LSTM/GRU layers never take the cuDNN path, same weights.
+
+    cuDNN kernels have no ONNX equivalent, and a model trained with mixed precision computes in
+    float16: the exported graph is the float32 version of the same weights (the parity gate then
+    compares ONNX Runtime with this clone, and the export stage records how far the float16
+    model was from it).
+    """
+    layers = all_layers(model)
+    mixed = any(layer.dtype_policy.name != "float32" for layer in layers)
+    if not mixed and not any(hasattr(layer, "use_cudnn") for layer in layers):
         return model
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.Model):  # nested sub-models (MobileNetV2, encoder/decoder)
+            return keras.models.clone_model(layer, clone_function=clone_layer)
         config = layer.get_config()
         if hasattr(layer, "use_cudnn"):  # LSTM and GRU; their get_config() leaves it out
             config["use_cudnn"] = False
+        if "dtype" in config:  # layers, not the graph's plain operations
+            config["dtype"] = "float32"
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # also for sub-layers custom layers create
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_layer)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     clone.set_weights(model.get_weights())
     return clone
 
 
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found.extend(_all_layers(layer))
-    return found
-
-
 def keras_to_onnx(model: keras.Model, spec: InputSpec, opset: int = OPSET) -> onnx.ModelProto:
-    exportable = without_cudnn(model)
+    model = exportable(model)
     dtype = tf.int32 if spec.dtype == "int32" else tf.float32
     signature = (tf.TensorSpec((None, *spec.shape), dtype, name=INPUT_NAME),)
 
     @tf.function(input_signature=signature)
     def serve(inputs):
-        return {OUTPUT_NAME: exportable(inputs, training=False)}
+        return {OUTPUT_NAME: model(inputs, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
     onnx.checker.check_model(proto)

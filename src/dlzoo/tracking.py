@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import tensorflow as tf
 from dlzoo.errors import DlzooError
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+ENVIRONMENT_ARTIFACTS = "environment"  # the run's artifact directory for what log_environment() writes
 
 
 class TrackingError(DlzooError):
@@ -82,6 +84,91 @@ def environment_tags(data_info: dict[str, Any]) -> dict[str, str]:
         "python.version": platform.python_version(),
         "device": ", ".join(d.name for d in tf.config.list_physical_devices("GPU")) or "CPU",
     }
+
+
+def frozen_requirements() -> list[str]:
+    """`name==version` of every installed distribution, sorted like `pip freeze` (without needing pip)."""
+    found = {
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"]  # a half-removed install can leave metadata without a name
+    }
+    return sorted(found, key=str.lower)
+
+
+def tensorflow_build() -> dict[str, Any]:
+    """How this TensorFlow was built: `is_cuda_build`, the CUDA and cuDNN versions it expects, ..."""
+    return {
+        "tensorflow_version": tf.__version__,
+        "git_version": tf.version.GIT_VERSION,
+        **dict(tf.sysconfig.get_build_info()),
+    }
+
+
+def physical_devices() -> list[dict[str, Any]]:
+    """Every device TensorFlow sees; for GPUs also the product name and compute capability."""
+    devices = []
+    for device in tf.config.list_physical_devices():
+        entry: dict[str, Any] = {"name": device.name, "device_type": device.device_type}
+        if device.device_type == "GPU":
+            try:
+                details = tf.config.experimental.get_device_details(device)
+            except (ValueError, RuntimeError, tf.errors.OpError):
+                details = {}
+            entry["device_name"] = details.get("device_name", "unknown")
+            capability = details.get("compute_capability")
+            entry["compute_capability"] = ".".join(map(str, capability)) if capability else None
+        devices.append(entry)
+    return devices
+
+
+def platform_facts() -> dict[str, Any]:
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "system": platform.system(),
+        "release": platform.release(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpu_count": len(usable) if usable is not None else os.cpu_count(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+
+
+def log_environment() -> dict[str, Any]:
+    """Records, in the active run, what the run ran on; returns the same facts.
+
+    Artifacts under `environment/`: `requirements-frozen.txt` (every installed distribution),
+    `tensorflow-build.json` (CUDA/cuDNN build info), `devices.json` (devices and platform); and tags.
+    """
+    requirements = frozen_requirements()
+    build = tensorflow_build()
+    devices = physical_devices()
+    facts = platform_facts()
+    mlflow.log_text("\n".join(requirements) + "\n", f"{ENVIRONMENT_ARTIFACTS}/requirements-frozen.txt")
+    mlflow.log_dict(build, f"{ENVIRONMENT_ARTIFACTS}/tensorflow-build.json")
+    mlflow.log_dict({"devices": devices, "platform": facts}, f"{ENVIRONMENT_ARTIFACTS}/devices.json")
+    mlflow.set_tags(
+        {
+            "tensorflow.cuda_build": str(bool(build.get("is_cuda_build"))).lower(),
+            "tensorflow.cuda_version": str(build.get("cuda_version", "none")),
+            "tensorflow.cudnn_version": str(build.get("cudnn_version", "none")),
+            "devices": ", ".join(_describe(device) for device in devices),
+            "platform.os": f"{facts['system']} {facts['release']}",
+            "platform.machine": facts["machine"],
+            "platform.cpu_count": str(facts["usable_cpu_count"]),
+        }
+    )
+    return {"requirements": requirements, "tensorflow_build": build, "devices": devices, "platform": facts}
+
+
+def _describe(device: dict[str, Any]) -> str:
+    short = device["name"].removeprefix("/physical_device:")
+    if device["device_type"] != "GPU":
+        return short
+    capability = device.get("compute_capability")
+    return f"{short} {device['device_name']}" + (f" (compute {capability})" if capability else "")
 
 
 def _git_commit() -> str:

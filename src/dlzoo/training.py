@@ -7,6 +7,7 @@ unfrozen from a layer on, recompiled at the low learning rate, continuing the ep
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import keras
@@ -48,18 +49,24 @@ def make_dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: keras.Model, config: TrainingConfig, learning_rate: float) -> None:
+def make_optimizer(config: TrainingConfig, learning_rate: float) -> keras.optimizers.Optimizer:
     rate = learning_rate
     if config.lr_schedule is not None:
         schedule = config.lr_schedule
         rate = keras.optimizers.schedules.ExponentialDecay(
             learning_rate, schedule.decay_steps, schedule.decay_rate, staircase=schedule.staircase
         )
+    return OPTIMIZERS[config.optimizer](learning_rate=rate)
 
+
+def compile_model(
+    model: keras.Model, config: TrainingConfig, learning_rate: float, jit_compile: bool = False
+) -> None:
     model.compile(
-        optimizer=OPTIMIZERS[config.optimizer](learning_rate=rate),
+        optimizer=make_optimizer(config, learning_rate),
         loss=config.loss,
         metrics=list(config.metrics),
+        jit_compile=jit_compile,
     )
 
 
@@ -101,8 +108,30 @@ def train(
     reconstruct: bool = False,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 2,
+    jit_compile: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> list[dict[str, float]]:
-    """Fits `model` (one or two phases) and returns one dict per epoch."""
+    """Fits `model` (one or two phases) and returns one dict per epoch.
+
+    Under a tf.distribute strategy the model must have been built in `strategy.scope()`; a
+    multi-worker strategy trains with a custom loop (Keras 3.15's fit fails under it).
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        from dlzoo import distributed
+
+        return distributed.train(
+            model,
+            config,
+            splits,
+            spec,
+            strategy,
+            seed=seed,
+            max_epochs=max_epochs,
+            reconstruct=reconstruct,
+            extra_callbacks=extra_callbacks,
+            verbose=verbose,
+        )
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     train_data = make_dataset(
         splits["train"], spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=seed
     )
@@ -116,7 +145,8 @@ def train(
     for phase, learning_rate, epochs in phases:
         if phase == "fine_tune":
             unfreeze_from(model, config.fine_tune.from_layer)
-        compile_model(model, config, learning_rate)  # recompiling makes the new trainable flags count
+        with scope:  # recompiling makes the new trainable flags count
+            compile_model(model, config, learning_rate, jit_compile)
         epochs = min(epochs, max_epochs) if max_epochs else epochs
         start = len(history)
         fitted = model.fit(

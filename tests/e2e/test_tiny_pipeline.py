@@ -108,3 +108,37 @@ def test_the_exported_repository_serves_real_test_samples(tiny_project: Path):
                 assert ((values >= 0) & (values <= 1)).all()
                 if values.shape[1] > 1:
                     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _weights(model_dir: Path) -> list:
+    import keras
+    import numpy as np
+
+    if (model_dir / "model.npz").is_file():
+        with np.load(model_dir / "model.npz") as archive:
+            return [archive[name] for name in sorted(archive.files)]
+    return keras.models.load_model(model_dir / "model.keras").get_weights()
+
+
+def test_a_forced_rerun_gives_identical_metrics_and_weights(tiny_project: Path):
+    """Reproducibility on CPU: `dvc repro --force` again, same params -> the same bytes and weights.
+
+    Runs last in this module: it rewrites every output of the tiny project.
+    """
+    import numpy as np
+
+    metrics = {path.name: path.read_bytes() for path in sorted((tiny_project / "metrics").glob("*.json"))}
+    weights = {name: _weights(tiny_project / "models" / name) for name in KEPT}
+    lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())
+    run(["dvc", "repro", "--force", "report"], tiny_project)
+    assert len(metrics) == len(KEPT)
+    for name, payload in metrics.items():
+        assert (tiny_project / "metrics" / name).read_bytes() == payload, name
+    for name, before in weights.items():
+        after = _weights(tiny_project / "models" / name)
+        assert len(after) == len(before) > 0
+        for old, new in zip(before, after, strict=True):
+            np.testing.assert_array_equal(old, new)
+    relocked = yaml.safe_load((tiny_project / "dvc.lock").read_text())
+    for name in KEPT:  # DVC saw the same outputs: the same hashes in dvc.lock
+        assert relocked["stages"][f"evaluate@{name}"]["outs"] == lock["stages"][f"evaluate@{name}"]["outs"]

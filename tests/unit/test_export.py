@@ -54,7 +54,7 @@ def test_every_family_exports_with_a_dynamic_batch_and_matches_keras(family: str
 def test_recurrent_models_export_from_a_clone_without_cudnn(cell: str):
     config = RnnConfig(cell, 4, "tanh", 0.0, 0.0, 8, True, (4,), "relu", 1, "sigmoid")
     model, spec, x = trained("rnn", config, TEXT)
-    clone = export.without_cudnn(model)
+    clone = export.exportable(model)
     assert all(
         not getattr(layer, "use_cudnn", False) for layer in clone.layers if hasattr(layer, "use_cudnn")
     )

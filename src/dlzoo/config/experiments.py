@@ -197,3 +197,7 @@ class TrainSettings:
     seed: int = bounded(ge=0)
     deterministic: bool
     verbose: Literal[0, 1, 2]  # Keras' fit verbosity: 2 prints one line per epoch
+    mixed_precision: bool  # float16 compute with float32 weights and outputs (a GPU speed-up)
+    jit_compile: bool  # XLA-compile the train and predict steps
+    cudnn_rnn: bool  # LSTM/GRU may use cuDNN kernels on a GPU (when their settings allow)
+    distribute: Literal["none", "mirrored", "multi_worker"]  # tf.distribute strategy

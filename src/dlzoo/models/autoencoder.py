@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from dlzoo.config.experiments import AutoencoderConfig
-from dlzoo.models.common import model_input, rescaled
+from dlzoo.models.common import model_input, output_layer, rescaled
 from dlzoo.models.inputs import InputSpec
 
 
@@ -25,7 +25,7 @@ def build(config: AutoencoderConfig, spec: InputSpec) -> keras.Model:
     for units in config.decoder_units:
         y = layers.Dense(units, activation=config.activation)(y)
     # The reconstruction is flat, in [0, 1]: compared with the flattened, rescaled input.
-    y = layers.Dense(size, activation=config.output_activation, name="reconstruction")(y)
+    y = output_layer(size, config.output_activation, name="reconstruction")(y)
     decoder = keras.Model(code, y, name="decoder")
 
     return keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")

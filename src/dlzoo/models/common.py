@@ -17,5 +17,6 @@ def rescaled(inputs: keras.KerasTensor, spec: InputSpec) -> keras.KerasTensor:
     return layers.Rescaling(spec.scale, name="rescale")(inputs) if spec.scale else inputs
 
 
-def output_layer(units: int, activation: str) -> layers.Dense:
-    return layers.Dense(units, activation=activation, name="outputs")
+def output_layer(units: int, activation: str, name: str = "outputs") -> layers.Dense:
+    # float32 even under mixed precision: softmax/sigmoid and the loss need the range.
+    return layers.Dense(units, activation=activation, name=name, dtype="float32")

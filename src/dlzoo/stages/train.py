@@ -9,6 +9,7 @@ Outputs, written atomically:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import tempfile
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from dlzoo import tracking, training
+from dlzoo import distributed, runtime, tracking, training
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExperimentConfig
 from dlzoo.data.download import SOURCE_FILE
@@ -39,26 +40,48 @@ def run(
     info = load_info(data_dir)
     splits = {split: load_split(data_dir, split) for split in info["splits"]}
     cap = experiment.training.demo_max_epochs if info["profile"] == "demo" else None
+    training.set_seeds(params.train.seed, params.train.deterministic)
+    runtime.configure_precision(params.train.mixed_precision)
+    strategy = runtime.strategy_for(params.train.distribute)
+    experiment, adjustment = _for_device(experiment, params)
+    if not runtime.is_chief(strategy) and experiment.family != "scratch_mlp":
+        # Another worker of a multi-worker run: it computes its share; the chief writes and logs.
+        with tempfile.TemporaryDirectory() as scratch:
+            _train_keras(
+                experiment, info, splits, params, cap, pretrained_dir, Path(scratch), strategy, chief=False
+            )
+        return {"experiment": name, "worker": True}
     run_params = {
         **tracking.flatten(experiment),
-        "seed": params.train.seed,
-        "deterministic": params.train.deterministic,
+        **tracking.flatten(params.train),
         "data.profile": info["profile"],
         "max_epochs_per_phase": cap or "none",
+        "replicas": strategy.num_replicas_in_sync,
         **{f"data.{split}_count": summary["count"] for split, summary in info["splits"].items()},
     }
     tags = tracking.environment_tags(info)
-    training.set_seeds(params.train.seed, params.train.deterministic)
+    if adjustment:
+        print(f"{name}: {adjustment}")
+        tags["dlzoo.device_adjustment"] = adjustment
     with (
         tracking.start_run(experiment.task, name, run_params, tags) as active,
         atomic_directory(out_dir) as staging,
     ):
+        tracking.log_environment()
         started = time.perf_counter()
         if experiment.family == "scratch_mlp":
             history, scores, size = _train_numpy(experiment, splits, params.train.seed, cap, staging)
         else:
             history, scores, size = _train_keras(
-                experiment, info, splits, params, cap, pretrained_dir, staging
+                experiment,
+                info,
+                splits,
+                params,
+                cap,
+                pretrained_dir,
+                staging,
+                strategy,
+                chief=True,
             )
         seconds = time.perf_counter() - started
         mlflow.log_metrics(
@@ -87,13 +110,23 @@ def run(
     return summary
 
 
-def _train_keras(experiment, info, splits, params, cap, pretrained_dir, staging):
+def _for_device(experiment: ExperimentConfig, params: Params) -> tuple[ExperimentConfig, str | None]:
+    if experiment.family != "rnn":
+        return experiment, None
+    model, adjustment = runtime.for_device(experiment.model, params.train, on_gpu=bool(runtime.gpu_names()))
+    return dataclasses.replace(experiment, model=model), adjustment
+
+
+def _train_keras(experiment, info, splits, params, cap, pretrained_dir, staging, strategy, *, chief):
     spec = InputSpec.from_info(info)
     extra = {}
     if experiment.family == "transfer":
         extra["weights_file"] = pretrained_weights(pretrained_dir, experiment)
-        mlflow.set_tag("pretrained.weights", "imagenet" if extra["weights_file"] else "random")
-    model = builder(experiment.family)(experiment.model, spec, **extra)
+        if chief:
+            mlflow.set_tag("pretrained.weights", "imagenet" if extra["weights_file"] else "random")
+    with strategy.scope():
+        model = builder(experiment.family)(experiment.model, spec, **extra)
+    runtime.set_cudnn(model, params.train.cudnn_rnn)
     reconstruct = experiment.family == "autoencoder"
     history = training.train(
         model,
@@ -103,9 +136,13 @@ def _train_keras(experiment, info, splits, params, cap, pretrained_dir, staging)
         seed=params.train.seed,
         max_epochs=cap,
         reconstruct=reconstruct,
-        extra_callbacks=[tracking.EpochLogger()],
+        extra_callbacks=[tracking.EpochLogger()] if chief else [],
         verbose=params.train.verbose,
+        jit_compile=params.train.jit_compile,
+        strategy=strategy,
     )
+    if params.train.distribute == "multi_worker":  # evaluate and save outside the strategy
+        model = distributed.plain_copy(model, experiment.training)
     batch_size = experiment.training.batch_size
     scores = {
         split: training.evaluate(model, splits[split], spec, batch_size, reconstruct=reconstruct)
@@ -114,7 +151,8 @@ def _train_keras(experiment, info, splits, params, cap, pretrained_dir, staging)
     }
     model.save(staging / "model.keras")
     example = splits["test"][0][:2].astype(np.int32 if spec.dtype == "int32" else np.float32)
-    tracking.log_keras_model(model, example)
+    if chief:
+        tracking.log_keras_model(model, example)
     return history, scores, model.count_params()
 
 

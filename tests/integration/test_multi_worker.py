@@ -1,0 +1,62 @@
+"""tf.distribute across processes: two workers on 127.0.0.1 train together and agree exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlzoo.errors import DlzooError
+from tests.integration.test_serving_server import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_finish_with_the_same_weights(repo: Path, tmp_path: Path):
+    hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        environment = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONPATH": str(repo)}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.multi_worker_job", str(index), str(tmp_path)],
+                env=environment,
+                cwd=repo,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [worker.communicate(timeout=240)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+    first, second = (np.load(tmp_path / f"weights-{index}.npz") for index in range(2))
+    assert len(first.files) == len(second.files) > 0
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name])
+    histories = [json.loads((tmp_path / f"history-{index}.json").read_text()) for index in range(2)]
+    assert histories[0] == histories[1] and len(histories[0]) == 3
+    assert histories[0][-1]["loss"] < histories[0][0]["loss"]  # it learned, on both
+
+
+def test_multi_worker_needs_tf_config_and_refuses_what_its_loop_lacks(monkeypatch):
+    import dataclasses
+
+    from dlzoo import distributed, runtime
+    from dlzoo.config.experiments import EarlyStoppingConfig
+    from tests.unit.test_models import plain_training
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(DlzooError, match="TF_CONFIG is not set"):
+        runtime.strategy_for("multi_worker")
+    config = dataclasses.replace(
+        plain_training("mse"), early_stopping=EarlyStoppingConfig("val_loss", 2, True)
+    )
+    with pytest.raises(DlzooError, match="no early_stopping; set them to null"):
+        distributed.check_supported(config)

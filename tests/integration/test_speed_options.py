@@ -1,0 +1,68 @@
+"""The train stage with every speed option of `train:` on, then the export: still one valid model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import keras
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dlzoo import runtime
+from dlzoo.stages import export as export_stage
+from tests.integration.test_train_stage import params_with_epochs, run_stage, store  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def float32_afterwards():
+    yield
+    runtime.configure_precision(False)  # the policy is global: later tests expect float32
+
+
+@pytest.mark.parametrize("name", ["imdb_gru", "cifar_cnn"])
+def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance(
+    repo,
+    demo_data,
+    tmp_path,
+    store,
+    float32_afterwards,
+    name,  # noqa: F811
+):
+    params = params_with_epochs(repo, name, 1)
+    fast = dataclasses.replace(
+        params.train, mixed_precision=True, jit_compile=True, cudnn_rnn=False, distribute="mirrored"
+    )
+    params = dataclasses.replace(params, train=fast)
+    summary = run_stage(demo_data, tmp_path, params, name)
+    model = keras.models.load_model(tmp_path / "models" / name / "model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers if layer.name not in ("inputs", "outputs")} >= {
+        "mixed_float16"
+    }
+    assert model.get_layer("outputs").dtype_policy.name == "float32"
+    run = MlflowClient().get_run(summary["mlflow_run_id"])
+    assert run.data.params["mixed_precision"] == "true" and run.data.params["jit_compile"] == "true"
+    assert run.data.params["distribute"] == "mirrored" and run.data.params["replicas"] == "1"
+
+    runtime.configure_precision(False)  # export runs in its own process in the pipeline
+    data = demo_data / "processed" / params.experiments[name].data
+    out = tmp_path / "repository" / name
+    metadata = export_stage.run(name, params, tmp_path / "models" / name, data, out)
+    assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"]
+    onnx_metadata = json.loads((out / "1" / "metadata.json").read_text())
+    assert onnx_metadata["inputs"][0]["datatype"] in ("FP32", "INT32")
+
+
+def test_deterministic_gpu_runs_take_the_cudnn_recurrence(repo):
+    from dlzoo.config import load_params
+
+    params = load_params(repo / "params.yaml")
+    lstm = params.experiments["imdb_lstm"].model
+    assert lstm.recurrent_dropout > 0
+    adjusted, note = runtime.for_device(lstm, params.train, on_gpu=True)
+    assert adjusted.recurrent_dropout == 0.0 and "cuDNN" in note
+    assert runtime.for_device(lstm, params.train, on_gpu=False) == (lstm, None)
+    relaxed = dataclasses.replace(params.train, deterministic=False)
+    assert runtime.for_device(lstm, relaxed, on_gpu=True) == (lstm, None)
