@@ -60,3 +60,52 @@ def test_multi_worker_needs_tf_config_and_refuses_what_its_loop_lacks(monkeypatc
     )
     with pytest.raises(DlzooError, match="no early_stopping; set them to null"):
         distributed.check_supported(config)
+
+
+def test_the_train_stage_runs_multi_worker_and_only_the_chief_writes_and_logs(repo, demo_data, tmp_path):
+    """`dlzoo train` on two workers, as the README shows: worker 0 writes the outputs and the run."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["distribute"] = "multi_worker"
+    params["experiments"]["blobs_mlp"]["training"]["demo_max_epochs"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        out = tmp_path / f"worker-{index}"
+        command = [sys.executable, "-m", "dlzoo.cli", "--params", str(tmp_path / "params.yaml"), "train"]
+        command += [
+            "blobs_mlp",
+            "--data",
+            str(demo_data / "processed" / "blobs"),
+            "--out",
+            str(out / "model"),
+        ]
+        command += ["--history", str(out / "history.csv")]
+        environment = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "MLFLOW_TRACKING_URI": store}
+        workers.append(
+            subprocess.Popen(
+                command,
+                env=environment,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [worker.communicate(timeout=240)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+    assert "blobs_mlp: 3 epochs" in outputs[0]
+    assert "this worker's share is done" in outputs[1]
+    summary = json.loads((tmp_path / "worker-0" / "model" / "summary.json").read_text())
+    assert (tmp_path / "worker-0" / "model" / "model.keras").is_file()
+    assert not (tmp_path / "worker-1").exists()  # the other worker leaves nothing behind
+    run = MlflowClient(tracking_uri=store).get_run(summary["mlflow_run_id"])
+    assert run.data.params["distribute"] == "multi_worker" and run.info.status == "FINISHED"
+    experiment = MlflowClient(tracking_uri=store).get_experiment_by_name("blobs")
+    assert len(MlflowClient(tracking_uri=store).search_runs([experiment.experiment_id])) == 1

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from dlzoo import runtime
 from dlzoo.stages import export as export_stage
-from tests.integration.test_train_stage import params_with_epochs, run_stage, store  # noqa: F401
+from tests.integration.test_train_stage import params_with_epochs, run_stage
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance
     tmp_path,
     store,
     float32_afterwards,
-    name,  # noqa: F811
+    name,
 ):
     params = params_with_epochs(repo, name, 1)
     fast = dataclasses.replace(

@@ -20,14 +20,6 @@ from dlzoo.tracking import TrackingError
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands here too
-    return uri
-
-
 def params_with_epochs(repo: Path, name: str, epochs: int):
     params = load_params(repo / "params.yaml")
     chosen = params.experiments[name]
