@@ -201,3 +201,11 @@ class TrainSettings:
     jit_compile: bool  # XLA-compile the train and predict steps
     cudnn_rnn: bool  # LSTM/GRU may use cuDNN kernels on a GPU (when their settings allow)
     distribute: Literal["none", "mirrored", "multi_worker"]  # tf.distribute strategy
+
+    def problems(self) -> dict[str, str]:
+        if self.jit_compile and self.deterministic:
+            # Keras 3.15 silently compiles without XLA once op determinism is on.
+            return {
+                "jit_compile": "Keras turns XLA off under op determinism; set deterministic: false to use it"
+            }
+        return {}
