@@ -115,6 +115,9 @@ def test_repository_entry_round_trips_its_metadata(tmp_path):
     config = (tmp_path / "cnn" / "config.pbtxt").read_text()
     assert 'backend: "onnxruntime"' in config and "max_batch_size: 8" in config
     assert "dims: [ 32, 32, 3 ]" in config and "dims: [ 10 ]" in config and "data_type: TYPE_FP32" in config
+    # one score per class: Triton's classification extension labels them from labels.txt
+    assert 'label_filename: "labels.txt"' in config.split("output [")[1]
+    assert (tmp_path / "cnn" / "labels.txt").read_text().split() == list("abcdefghij")
 
 
 def test_a_saved_transformer_loads_in_a_fresh_process(tmp_path):
