@@ -131,7 +131,6 @@ def train(
             extra_callbacks=extra_callbacks,
             verbose=verbose,
         )
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     train_data = make_dataset(
         splits["train"], spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=seed
     )
@@ -145,7 +144,8 @@ def train(
     for phase, learning_rate, epochs in phases:
         if phase == "fine_tune":
             unfreeze_from(model, config.fine_tune.from_layer)
-        with scope:  # recompiling makes the new trainable flags count
+        # A new scope per phase (a scope is entered once); recompiling makes new trainable flags count.
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
             compile_model(model, config, learning_rate, jit_compile)
         epochs = min(epochs, max_epochs) if max_epochs else epochs
         start = len(history)

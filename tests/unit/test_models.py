@@ -7,6 +7,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from dlzoo import training
 from dlzoo.config.experiments import (
@@ -149,7 +150,10 @@ def test_transfer_phase_one_freezes_the_base_and_phase_two_changes_only_unfrozen
         for old, new in zip(weights, after_one[name], strict=True):
             np.testing.assert_array_equal(old, new, err_msg=f"phase 1 changed base layer {name}")
 
-    history = training.train(model, config, splits, IMAGE, seed=2, verbose=0)
+    # Under the default strategy, as the train stage passes it (a scope per phase, not one reused).
+    history = training.train(
+        model, config, splits, IMAGE, seed=2, verbose=0, strategy=tf.distribute.get_strategy()
+    )
     assert [row["phase"] for row in history] == ["train", "fine_tune"]
     assert [row["epoch"] for row in history] == [1, 2]  # the epoch count continues
     after_two = _weights_by_layer(model)
