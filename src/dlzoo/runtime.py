@@ -7,7 +7,6 @@ runs can be compared knowing what hardware path each took.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -46,11 +45,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not resolver.task_type:
         return True
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def worker_count() -> int:
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    return max(1, sum(len(hosts) for hosts in cluster.values()))
 
 
 def for_device(config: RnnConfig, settings: TrainSettings, on_gpu: bool) -> tuple[RnnConfig, str | None]:

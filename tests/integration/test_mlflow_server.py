@@ -22,16 +22,12 @@ import tensorflow as tf
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.network import free_port
+
 pytestmark = pytest.mark.integration
 
 EXPERIMENT = "blobs_mlp"
 EPOCHS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_health(process: subprocess.Popen, uri: str, log: Path, timeout: float = 90) -> float:

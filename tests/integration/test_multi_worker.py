@@ -12,22 +12,22 @@ import numpy as np
 import pytest
 
 from dlzoo.errors import DlzooError
-from tests.integration.test_serving_server import free_port
+from tests.network import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def test_two_workers_finish_with_the_same_weights(repo: Path, tmp_path: Path):
+def run_two_workers(command_for, environment: dict, cwd: Path) -> list[str]:
+    """Starts worker 0 and 1 of one cluster on 127.0.0.1 (`command_for(index)`); their outputs."""
     hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-        environment = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONPATH": str(repo)}
         workers.append(
             subprocess.Popen(
-                [sys.executable, "-m", "tests.integration.multi_worker_job", str(index), str(tmp_path)],
-                env=environment,
-                cwd=repo,
+                command_for(index),
+                env={**os.environ, **environment, "TF_CONFIG": json.dumps(tf_config)},
+                cwd=cwd,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -36,6 +36,15 @@ def test_two_workers_finish_with_the_same_weights(repo: Path, tmp_path: Path):
     outputs = [worker.communicate(timeout=240)[0] for worker in workers]
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, output[-3000:]
+    return outputs
+
+
+def test_two_workers_finish_with_the_same_weights(repo: Path, tmp_path: Path):
+    run_two_workers(
+        lambda index: [sys.executable, "-m", "tests.integration.multi_worker_job", str(index), str(tmp_path)],
+        {"PYTHONPATH": str(repo)},
+        repo,
+    )
     first, second = (np.load(tmp_path / f"weights-{index}.npz") for index in range(2))
     assert len(first.files) == len(second.files) > 0
     for name in first.files:
@@ -72,34 +81,16 @@ def test_the_train_stage_runs_multi_worker_and_only_the_chief_writes_and_logs(re
     params["experiments"]["blobs_mlp"]["training"]["demo_max_epochs"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    hosts = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    workers = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+
+    def command_for(index: int) -> list[str]:
         out = tmp_path / f"worker-{index}"
-        command = [sys.executable, "-m", "dlzoo.cli", "--params", str(tmp_path / "params.yaml"), "train"]
-        command += [
-            "blobs_mlp",
-            "--data",
-            str(demo_data / "processed" / "blobs"),
-            "--out",
-            str(out / "model"),
+        return [
+            *(sys.executable, "-m", "dlzoo.cli", "--params", str(tmp_path / "params.yaml"), "train"),
+            *("blobs_mlp", "--data", str(demo_data / "processed" / "blobs")),
+            *("--out", str(out / "model"), "--history", str(out / "history.csv")),
         ]
-        command += ["--history", str(out / "history.csv")]
-        environment = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "MLFLOW_TRACKING_URI": store}
-        workers.append(
-            subprocess.Popen(
-                command,
-                env=environment,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [worker.communicate(timeout=240)[0] for worker in workers]
-    for worker, output in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, output[-3000:]
+
+    outputs = run_two_workers(command_for, {"MLFLOW_TRACKING_URI": store}, tmp_path)
     assert "blobs_mlp: 3 epochs" in outputs[0]
     assert "this worker's share is done" in outputs[1]
     summary = json.loads((tmp_path / "worker-0" / "model" / "summary.json").read_text())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,10 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from dlzoo import repository
+from tests.network import free_port
 from tests.tiny_repository import MODELS, REVIEWS, valid_batch
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_ready(process: subprocess.Popen, port: int, timeout: float = 90) -> None:

@@ -20,14 +20,6 @@ from dlzoo import tracking
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands here too
-    return uri
-
-
 def test_a_run_records_requirements_tensorflow_build_devices_and_platform(store, tmp_path):
     # As in the train stage (environment_tags), TensorFlow has found its devices before the run:
     # a first discovery (CUDA initialisation on a GPU machine) is not log_environment's cost.

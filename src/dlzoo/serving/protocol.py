@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from dlzoo.evaluate import probabilities
 from dlzoo.serving.models import CLASSIFIER_KINDS, NUMPY_DTYPES, ServedModel
 
 
@@ -202,11 +203,6 @@ def _requested_outputs(outputs: Any, model: ServedModel) -> tuple[RequestedOutpu
             raise InferenceError(f"{model.name} is a {model.kind} model; classification needs a classifier")
         requested.append(RequestedOutput(entry["name"], classification))
     return tuple(requested)
-
-
-def probabilities(values: np.ndarray) -> np.ndarray:
-    """Per-class probabilities; one sigmoid unit P(positive) becomes [1 - p, p]."""
-    return np.concatenate([1.0 - values, values], axis=1) if values.shape[1] == 1 else values
 
 
 def classify(values: np.ndarray, top: int, labels: list[str] | None) -> np.ndarray:
