@@ -46,8 +46,8 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Path:
     """A model repository with one tiny exported model per family (see tests/tiny_repository.py)."""
     from tests import tiny_repository
 
-    return tiny_repository.build(tmp_path_factory.mktemp("repository"))
+    return tiny_repository.build(tmp_path_factory.mktemp("exported"), demo_data)

@@ -1,36 +1,33 @@
-"""A model repository of tiny models, one (or more) per family, exported the way the pipeline does.
+"""A model repository of tiny models, one (or more) per family, made by the pipeline's own code.
 
-The weights are untrained: serving tests compare the server's answers with ONNX Runtime run
-directly on the same file, which needs the right graph, not good accuracy.
+Each model is built by its family's builder for a processed demo data set (the demo_data
+fixture), converted and parity-checked by the export stage's `export_model`, and laid out by the
+repository stage's `publish`: the same metadata.json, config.pbtxt, labels and vocabulary the
+pipeline writes. The weights are untrained: serving tests compare the server's answers with
+ONNX Runtime run directly on the same file, which needs the right graph, not good accuracy.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from dlzoo import export, repository
-from dlzoo.config.experiments import RnnConfig
-from dlzoo.data.text import Vocabulary
+from dlzoo import repository
+from dlzoo.config.experiments import ExportSettings, RnnConfig, ServingSettings
+from dlzoo.data.splits import load_info
 from dlzoo.models import builder
 from dlzoo.models.inputs import InputSpec
 from dlzoo.scratch.mlp import NumpyMLP
-from dlzoo.stages.export import preprocessing_metadata
-from tests.unit.test_models import SEQUENCE, TEXT, TINY
+from dlzoo.stages.export import export_model
+from tests.unit.test_models import TINY
 
 MAX_BATCH_SIZE = 16
-TEXT_SETTINGS = {
-    "vocabulary": repository.VOCABULARY_FILE,
-    "vocab_size": TEXT.vocab_size,
-    "max_length": TEXT.shape[0],
-    "padding": "pre",
-    "truncating": "pre",
-    "pad_id": 0,
-    "start_id": 1,
-    "oov_id": 2,
-}
+EXPORT = ExportSettings(opset=17, tolerance=1e-4, parity_samples=16)
+SERVING = ServingSettings(
+    max_batch_size=MAX_BATCH_SIZE, max_queue_delay_ms=0.0, max_queue_size=64, instances=1
+)
 REVIEWS = [
     "a wonderful film with great acting and a moving story",
     "a terrible film with bad acting and a boring story",
@@ -39,60 +36,40 @@ REVIEWS = [
 ]
 SINE_RNN = RnnConfig("simple_rnn", 4, "tanh", 0.0, 0.0, 0, False, (), "relu", 1, "linear")
 
-# model name: (family, kind, labels); the name says what the model is.
+
+def _config(family: str, **changes):
+    return dataclasses.replace(TINY[family][0], **changes)
+
+
+# model name: (family, processed demo data set, model config); the name says what the model is.
 MODELS = {
-    "mlp_vector": ("mlp", "multiclass", ["a", "b", "c"]),
-    "cnn_image": ("cnn", "multiclass", ["c0", "c1", "c2"]),
-    "rnn_text": ("rnn", "binary", ["negative", "positive"]),
-    "rnn_sequence": ("rnn", "regression", None),
-    "transfer_image": ("transfer", "multiclass", ["cat", "dog"]),
-    "autoencoder_digits": ("autoencoder", "reconstruction", None),
-    "transformer_text": ("transformer", "binary", ["negative", "positive"]),
-    "scratch_vector": ("scratch_mlp", "multiclass", ["class0", "class1"]),
+    "mlp_vector": ("mlp", "blobs", _config("mlp", output_units=4)),
+    "cnn_image": ("cnn", "cifar10", _config("cnn", output_units=10)),
+    "rnn_text": ("rnn", "imdb/vocab_10000", _config("rnn")),
+    "rnn_sequence": ("rnn", "sine", SINE_RNN),
+    "transfer_image": ("transfer", "cats_dogs", _config("transfer")),
+    "autoencoder_digits": ("autoencoder", "mnist", _config("autoencoder")),
+    "transformer_text": ("transformer", "imdb/vocab_20000", _config("transformer")),
+    "scratch_vector": ("scratch_mlp", "moons", None),
 }
 
 
-def _model_and_spec(name: str, family: str):
-    if family == "scratch_mlp":
-        return NumpyMLP.initialise([2, 8, 2], "tanh", np.random.default_rng(1)), InputSpec((2,), "float32")
-    if name == "rnn_sequence":
-        return builder("rnn")(SINE_RNN, SEQUENCE), SEQUENCE
-    config, spec = TINY[family]
-    return builder(family)(config, spec), spec
+def _model(family: str, config, spec: InputSpec):
+    if config is None:  # the NumPy MLP: no Keras builder
+        return NumpyMLP.initialise([spec.shape[0], 8, 2], "tanh", np.random.default_rng(1))
+    return builder(family)(config, spec)
 
 
-def build(root: Path) -> Path:
-    """Writes every model of MODELS under `root`; returns `root`."""
-    vocabulary = Vocabulary.build(REVIEWS, TEXT.vocab_size - 3)
-    for name, (family, kind, labels) in MODELS.items():
-        model, spec = _model_and_spec(name, family)
-        if isinstance(model, NumpyMLP):
-            proto, outputs = export.numpy_mlp_to_onnx(model), [2]
-        else:
-            proto, outputs = export.keras_to_onnx(model, spec), list(model.output_shape[1:])
-        payload = proto.SerializeToString()
-        text = spec.vocab_size is not None
-        info = {"input": TEXT_SETTINGS} if text else {}
-        metadata = {
-            "name": name,
-            "version": repository.VERSION,
-            "task": f"tiny-{family}",
-            "family": family,
-            "kind": kind,
-            "inputs": [repository.tensor(export.INPUT_NAME, spec.dtype, list(spec.shape))],
-            "outputs": [repository.tensor(export.OUTPUT_NAME, "float32", outputs)],
-            "labels": labels,
-            "preprocessing": preprocessing_metadata(info, spec),
-            "max_batch_size": MAX_BATCH_SIZE,
-            "onnx_sha256": hashlib.sha256(payload).hexdigest(),
-        }
-        extra = {}
-        if text:
-            vocabulary.save(root / "vocabulary.tmp.json")
-            extra[repository.VOCABULARY_FILE] = (root / "vocabulary.tmp.json").read_bytes()
-        repository.write_entry(root / name, name, payload, metadata, extra)
-    (root / "vocabulary.tmp.json").unlink()
-    return root
+def build(root: Path, demo_data: Path) -> Path:
+    """Exports every model of MODELS under `root` and returns the model repository in it."""
+    for name, (family, data, config) in MODELS.items():
+        data_dir = demo_data / "processed" / data
+        model = _model(family, config, InputSpec.from_info(load_info(data_dir)))
+        exported = export_model(name, f"tiny-{family}", family, model, data_dir, EXPORT)
+        export_dir = root / "onnx" / name
+        repository.write_export(export_dir, exported.onnx_bytes, exported.metadata, exported.files)
+        repository.publish(export_dir, root / "repository" / name, SERVING)
+    return root / "repository"
 
 
 def valid_batch(metadata: dict, count: int, rng: np.random.Generator) -> tuple[str, list, np.ndarray]:

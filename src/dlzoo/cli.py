@@ -71,6 +71,17 @@ def _export(args: argparse.Namespace) -> None:
     )
 
 
+def _repository(args: argparse.Namespace) -> None:
+    from dlzoo import repository
+
+    config = repository.publish(args.export, args.out, load_params(args.params).serving)
+    print(
+        f"{args.experiment}: {args.out} (max batch {config.max_batch_size}, queue delay "
+        f"{config.dynamic_batching.max_queue_delay_microseconds} us, queue size "
+        f"{config.dynamic_batching.default_queue_policy.max_queue_size})"
+    )
+
+
 def _report(args: argparse.Namespace) -> None:
     from dlzoo.stages import report
 
@@ -84,21 +95,31 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from dlzoo.serving.app import ServeSettings, create_app
-    from dlzoo.serving.models import load_repository
+    from dlzoo.serving.models import Overrides, default_threads, load_repository
 
+    threads = args.threads or default_threads()
+    overrides = Overrides(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
+        max_queue_size=args.max_queue_size,
+        dynamic_batching=not args.no_dynamic_batching,
+        intra_op_threads=args.intra_op_threads or max(1, default_threads() // threads),
+    )
     settings = ServeSettings(
         repository=args.repository,
         models=tuple(args.model),
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_ms=args.max_queue_delay_ms,
-        dynamic_batching=not args.no_dynamic_batching,
+        overrides=overrides,
         max_body_bytes=int(args.max_body_mib * 1024 * 1024),
-        threads=args.threads,
+        threads=threads,
+        request_timeout_s=args.request_timeout_s,
+        grpc_host=args.host,
+        grpc_port=args.grpc_port,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Loaded before uvicorn starts, so a broken repository is one clear error, not a failed startup.
-    models = load_repository(settings.repository, list(settings.models), settings.max_batch_size)
-    print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/v2", flush=True)
+    models = load_repository(settings.repository, list(settings.models), overrides)
+    grpc = f" and grpc://{args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
+    print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/v2{grpc}", flush=True)
     uvicorn.run(create_app(settings, models), host=args.host, port=args.port, log_level=args.log_level)
 
 
@@ -158,12 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--plots", type=Path, required=True, help="directory of PNG plots to write")
     command.set_defaults(run=_evaluate)
 
-    command = commands.add_parser("export", help="export to ONNX, check parity, write a repository entry")
+    command = commands.add_parser("export", help="export to ONNX, check parity, register in MLflow")
     command.add_argument("experiment")
     command.add_argument("--model", type=Path, required=True, help="model directory from the train stage")
     command.add_argument("--data", type=Path, required=True, help="processed data directory (test samples)")
-    command.add_argument("--out", type=Path, required=True, help="repository entry to write")
+    command.add_argument("--out", type=Path, required=True, help="export directory to write")
     command.set_defaults(run=_export)
+
+    command = commands.add_parser("repository", help="lay out an export as a model repository entry")
+    command.add_argument("experiment")
+    command.add_argument("--export", type=Path, required=True, help="export directory from the export stage")
+    command.add_argument("--out", type=Path, required=True, help="repository entry to write")
+    command.set_defaults(run=_repository)
 
     command = commands.add_parser("report", help="the summary table of every experiment")
     command.add_argument("--metrics", type=Path, required=True, help="directory of metrics JSON files")
@@ -173,37 +200,72 @@ def build_parser() -> argparse.ArgumentParser:
     command.set_defaults(run=_report)
 
     command = commands.add_parser("serve", help="serve the model repository over the Open Inference Protocol")
+    _add_serve_arguments(command)
+    command.set_defaults(run=_serve)
+    return parser
+
+
+def _add_serve_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--repository", type=Path, default=Path("models/repository"), help="default: %(default)s"
     )
     command.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, local only)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind, REST and gRPC (default: %(default)s, local only)",
     )
-    command.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    command.add_argument("--model", action="append", default=[], help="serve only this model (repeatable)")
+    command.add_argument("--port", type=int, default=8000, help="REST port (default: %(default)s)")
     command.add_argument(
-        "--max-batch-size",
-        type=_positive_int,
-        help="samples per request and per merged batch (default: each model's)",
+        "--grpc-port", type=int, help="gRPC port (default: no gRPC server; 8001 is Triton's)"
+    )
+    command.add_argument("--model", action="append", default=[], help="serve only this model (repeatable)")
+    batching = "(default: each model's config.pbtxt, written from params.yaml's `serving`)"
+    command.add_argument(
+        "--max-batch-size", type=_positive_int, help=f"samples per request and per merged batch {batching}"
     )
     command.add_argument(
         "--max-queue-delay-ms",
         type=_non_negative_float,
-        default=0.0,
-        help="how long the batcher waits for requests to merge (default: %(default)s: only what is queued)",
+        help=f"how long the batcher waits for more requests to merge {batching}",
+    )
+    command.add_argument(
+        "--max-queue-size",
+        type=_positive_int,
+        help=f"requests queued or running per model; one more gets 503 at once {batching}",
     )
     command.add_argument("--no-dynamic-batching", action="store_true", help="run every request on its own")
     command.add_argument(
-        "--max-body-mib", type=float, default=8.0, help="request body limit (default: %(default)s MiB)"
+        "--request-timeout-s",
+        type=_positive_float,
+        default=30.0,
+        help="longest a request may wait and run; then 504 / DEADLINE_EXCEEDED (default: %(default)s)",
     )
     command.add_argument(
-        "--threads", type=_positive_int, default=4, help="inference threads (default: %(default)s)"
+        "--max-body-mib",
+        type=_positive_float,
+        default=8.0,
+        help="request body limit, REST and gRPC (default: %(default)s MiB)",
+    )
+    command.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="ONNX Runtime runs at once over all models (default: the number of cores)",
+    )
+    command.add_argument(
+        "--intra-op-threads",
+        type=_positive_int,
+        help="ONNX Runtime threads per run (default: cores // --threads, so runs x threads <= cores)",
     )
     command.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
-    command.set_defaults(run=_serve)
-    return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
 
 
 def _non_negative_float(text: str) -> float:

@@ -1,20 +1,37 @@
-"""The model repository, in Triton's layout, with the metadata a server needs beside each model.
+"""The exported model and the model repository, in Triton's layout.
 
-    models/repository/<name>/config.pbtxt      Triton's model configuration (onnxruntime backend)
+The export stage converts a model once (it is slow and needs TensorFlow):
+
+    models/onnx/<name>/model.onnx          the model
+    models/onnx/<name>/metadata.json       ours: tensors, labels, preprocessing, SHA-256, parity
+    models/onnx/<name>/vocabulary.json     text models: the tokenizer's vocabulary
+
+The repository stage lays it out for serving with the serving settings (so changing them never
+re-converts a model):
+
+    models/repository/<name>/config.pbtxt      Triton's ModelConfig: tensors, batching, instances
     models/repository/<name>/labels.txt        classifiers with one score per class: Triton's labels
-    models/repository/<name>/1/model.onnx      the model
-    models/repository/<name>/1/metadata.json   ours: tensors, labels, preprocessing, SHA-256, run id
-    models/repository/<name>/1/vocabulary.json text models: the tokenizer's vocabulary
+    models/repository/<name>/1/model.onnx      the same files as the export
+    models/repository/<name>/1/metadata.json
+    models/repository/<name>/1/vocabulary.json
 
-The server reads only this directory, never params.yaml: every model carries its own config.
+`config.pbtxt` is written and read with Triton's own `ModelConfig` protobuf (as shipped in
+tritonclient), so what Triton would refuse, we refuse too. The server reads only this directory,
+never params.yaml.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
-from dlzoo.data.store import load_json, save_json
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as triton
+
+from dlzoo.config.experiments import ServingSettings
+from dlzoo.data.store import atomic_directory, load_json, save_json
+from dlzoo.errors import DlzooError
 
 VERSION = "1"
 MODEL_FILE = "model.onnx"
@@ -23,8 +40,18 @@ CONFIG_FILE = "config.pbtxt"
 VOCABULARY_FILE = "vocabulary.json"
 LABELS_FILE = "labels.txt"  # Triton's label file, beside config.pbtxt
 # Open Inference Protocol datatypes <-> Triton config types <-> numpy
-TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64"}
+TRITON_TYPES = {
+    "FP32": triton.TYPE_FP32,
+    "FP64": triton.TYPE_FP64,
+    "INT32": triton.TYPE_INT32,
+    "INT64": triton.TYPE_INT64,
+}
+DATATYPES = {value: key for key, value in TRITON_TYPES.items()}
 NUMPY_TYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}
+
+
+class RepositoryError(DlzooError):
+    """The model repository cannot be served as it is; the message says which file and why."""
 
 
 def tensor(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
@@ -32,48 +59,78 @@ def tensor(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
     return {"name": name, "datatype": NUMPY_TYPES[dtype], "shape": [-1, *shape]}
 
 
-def config_pbtxt(
-    name: str, inputs: list[dict], outputs: list[dict], max_batch_size: int, labelled: bool = False
-) -> str:
-    """Triton's text config. With max_batch_size > 0, dims exclude the batch dimension.
+def is_labelled(metadata: dict[str, Any]) -> bool:
+    """One score per named class: Triton's classification extension can name the classes."""
+    labels = metadata.get("labels")
+    return bool(labels) and [len(labels)] == metadata["outputs"][0]["shape"][1:]
 
-    `labelled`: the (single) output has one score per class and `labels.txt` names them, so
-    Triton's classification extension answers with labels too.
-    """
 
-    def block(kind: str, tensors: list[dict]) -> str:
-        label = f'\n    label_filename: "{LABELS_FILE}"' if labelled and kind == "output" else ""
-        entries = [
-            f'  {{\n    name: "{t["name"]}"\n    data_type: {TRITON_TYPES[t["datatype"]]}\n'
-            f"    dims: [ {', '.join(str(d) for d in t['shape'][1:])} ]{label}\n  }}"
-            for t in tensors
-        ]
-        return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
-
-    return (
-        f'name: "{name}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch_size}\n'
-        + block("input", inputs)
-        + block("output", outputs)
-        + f"version_policy: {{ specific: {{ versions: [ {VERSION} ] }} }}\n"
+def model_config(metadata: dict[str, Any], settings: ServingSettings) -> triton.ModelConfig:
+    """Triton's configuration of one model. With max_batch_size > 0, dims exclude the batch."""
+    label_file = LABELS_FILE if is_labelled(metadata) else ""
+    return triton.ModelConfig(
+        name=metadata["name"],
+        backend="onnxruntime",
+        max_batch_size=settings.max_batch_size,
+        input=[
+            triton.ModelInput(name=t["name"], data_type=TRITON_TYPES[t["datatype"]], dims=t["shape"][1:])
+            for t in metadata["inputs"]
+        ],
+        output=[
+            triton.ModelOutput(
+                name=t["name"],
+                data_type=TRITON_TYPES[t["datatype"]],
+                dims=t["shape"][1:],
+                label_filename=label_file,
+            )
+            for t in metadata["outputs"]
+        ],
+        version_policy=triton.ModelVersionPolicy(
+            specific=triton.ModelVersionPolicy.Specific(versions=[int(VERSION)])
+        ),
+        dynamic_batching=triton.ModelDynamicBatching(
+            max_queue_delay_microseconds=round(settings.max_queue_delay_ms * 1000),
+            default_queue_policy=triton.ModelQueuePolicy(max_queue_size=settings.max_queue_size),
+        ),
+        instance_group=[
+            triton.ModelInstanceGroup(kind=triton.ModelInstanceGroup.KIND_CPU, count=settings.instances)
+        ],
     )
 
 
-def write_entry(
-    root: Path, name: str, onnx_bytes: bytes, metadata: dict[str, Any], extra: dict[str, bytes]
-) -> None:
-    """Writes one model's directory under `root` (the caller makes the write atomic)."""
-    version_dir = root / VERSION
-    version_dir.mkdir(parents=True)
-    (version_dir / MODEL_FILE).write_bytes(onnx_bytes)
-    for file_name, payload in extra.items():
-        (version_dir / file_name).write_bytes(payload)
-    save_json(version_dir / METADATA_FILE, metadata)
-    labels = metadata.get("labels")
-    labelled = bool(labels) and [len(labels)] == metadata["outputs"][0]["shape"][1:]
-    if labelled:
-        (root / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-    config = config_pbtxt(name, metadata["inputs"], metadata["outputs"], metadata["max_batch_size"], labelled)
-    (root / CONFIG_FILE).write_text(config, encoding="utf-8")
+def write_export(out_dir: Path, onnx_bytes: bytes, metadata: dict[str, Any], files: dict[str, bytes]) -> None:
+    """The export stage's output directory, written atomically."""
+    with atomic_directory(out_dir) as staging:
+        (staging / MODEL_FILE).write_bytes(onnx_bytes)
+        for file_name, payload in files.items():
+            (staging / file_name).write_bytes(payload)
+        save_json(staging / METADATA_FILE, metadata)
+
+
+def publish(export_dir: Path, out_dir: Path, settings: ServingSettings) -> triton.ModelConfig:
+    """One repository entry from one export, written atomically; returns its configuration."""
+    metadata = load_json(export_dir / METADATA_FILE)
+    config = model_config(metadata, settings)
+    with atomic_directory(out_dir) as staging:
+        version_dir = staging / VERSION
+        version_dir.mkdir()
+        for source in sorted(export_dir.iterdir()):
+            shutil.copyfile(source, version_dir / source.name)
+        if is_labelled(metadata):
+            labels = "".join(f"{label}\n" for label in metadata["labels"])
+            (staging / LABELS_FILE).write_text(labels, encoding="utf-8")
+        (staging / CONFIG_FILE).write_text(text_format.MessageToString(config), encoding="utf-8")
+    return config
+
+
+def read_config(model_dir: Path) -> triton.ModelConfig:
+    path = model_dir / CONFIG_FILE
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), triton.ModelConfig())
+    except FileNotFoundError:
+        raise RepositoryError(f"{path} is missing; rebuild the entry with `dvc repro`") from None
+    except text_format.ParseError as error:
+        raise RepositoryError(f"{path} is not a valid Triton ModelConfig: {error}") from None
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_model_metadata_describes_its_tensors_with_a_variable_batch(
         assert metadata["name"] == name and metadata["versions"] == ["1"]
         assert metadata["inputs"] == expected["inputs"] and metadata["outputs"] == expected["outputs"]
         assert metadata["inputs"][0]["shape"][0] == -1
-        assert metadata["parameters"]["labels"] == MODELS[name][2]
+        assert metadata["parameters"]["labels"] == expected["labels"]
     assert client.get(f"/v2/models/{name}/ready").json()["ready"] is True
     assert client.get(f"/v2/models/{name}/versions/1/ready").status_code == 200
 
@@ -87,7 +87,8 @@ def test_every_model_answers_like_onnx_runtime_with_flat_or_nested_data(client, 
 def test_text_models_take_raw_reviews_as_bytes(client, tiny_repository, name):
     vocabulary = Vocabulary.load(tiny_repository / name / "1" / "vocabulary.json")
     settings = repository.read_metadata(tiny_repository / name)["preprocessing"]
-    ids = pad([vocabulary.encode(text, settings["vocab_size"]) for text in REVIEWS], 12, "pre", "pre")
+    encoded = [vocabulary.encode(text, settings["vocab_size"]) for text in REVIEWS]
+    ids = pad(encoded, settings["max_length"], settings["padding"], settings["truncating"])
     response = infer(client, name, [tensor("BYTES", [len(REVIEWS)], REVIEWS)])
     assert response.status_code == 200, response.text
     values = np.reshape(response.json()["outputs"][0]["data"], (len(REVIEWS), 1))
@@ -116,7 +117,7 @@ def test_classification_returns_labels_and_probabilities_best_first(client, tiny
     probabilities = reference(tiny_repository, "cnn_image", values)
     for row, entries in zip(probabilities, np.reshape(output["data"], (2, 2)), strict=True):
         best = np.argsort(-row)[:2]
-        assert [entry.split(":")[1:] for entry in entries] == [[str(i), f"c{i}"] for i in best]
+        assert [entry.split(":")[1:] for entry in entries] == [[str(i), CIFAR10[i]] for i in best]
         assert [float(entry.split(":")[0]) for entry in entries] == pytest.approx(row[best], abs=1e-6)
 
 
@@ -129,6 +130,8 @@ def test_binary_classification_reports_both_classes(client):
 
 
 IMAGE = [1, 32, 32, 3]
+TOKENS = [1, 200]
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 BAD_INFER_REQUESTS = {
     "wrong shape": ("cnn_image", {"inputs": [tensor("FP32", [1, 32, 32], [0.0] * 1024)]}, "shape"),
     "wrong datatype": ("cnn_image", {"inputs": [tensor("INT64", IMAGE, [0] * 3072)]}, "datatype 'INT64'"),
@@ -165,11 +168,11 @@ BAD_INFER_REQUESTS = {
     "FP32 out of range": ("mlp_vector", {"inputs": [tensor("FP32", [1, 2], [1e300, 1.0])]}, "out of range"),
     "token id over the vocabulary": (
         "rnn_text",
-        {"inputs": [tensor("INT32", [1, 12], [50] * 12)]},
-        r"\[0, 50\)",
+        {"inputs": [tensor("INT32", TOKENS, [10000] * 200)]},
+        r"\[0, 10000\)",
     ),
-    "negative token id": ("rnn_text", {"inputs": [tensor("INT32", [1, 12], [-1] * 12)]}, r"\[0, 50\)"),
-    "fractional token id": ("rnn_text", {"inputs": [tensor("INT32", [1, 12], [1.5] * 12)]}, "whole numbers"),
+    "negative token id": ("rnn_text", {"inputs": [tensor("INT32", TOKENS, [-1] * 200)]}, r"\[0, 10000\)"),
+    "fractional token id": ("rnn_text", {"inputs": [tensor("INT32", TOKENS, [1.5] * 200)]}, "whole numbers"),
     "pixel over 255": ("cnn_image", {"inputs": [tensor("UINT8", IMAGE, [256] * 3072)]}, "0 to 255"),
     "texts not strings": ("rnn_text", {"inputs": [tensor("BYTES", [2], ["good", 3])]}, "review texts"),
     "text count not matching": ("rnn_text", {"inputs": [tensor("BYTES", [2], ["good"])]}, "1 texts"),
@@ -185,8 +188,35 @@ BAD_INFER_REQUESTS = {
         {"inputs": [{**tensor("FP32", [1, 2], [0, 0]), "name": "x"}]},
         "unknown input",
     ),
-    "two inputs": ("mlp_vector", {"inputs": [tensor("FP32", [1, 2], [0, 0])] * 2}, "exactly one"),
-    "no inputs": ("mlp_vector", {"outputs": []}, "exactly one"),
+    "two inputs": ("mlp_vector", {"inputs": [tensor("FP32", [1, 2], [0, 0])] * 2}, "has one input"),
+    "no inputs": ("mlp_vector", {"outputs": []}, "non-empty list"),
+    "a 5,000-digit integer": (
+        "mlp_vector",
+        '{"inputs": [{"name": "inputs", "datatype": "FP32", "shape": [1, 2], "data": [1'
+        + "0" * 5000
+        + ", 1]}]}",
+        "JSON parsing refuses",
+    ),
+    "unknown datatype": ("mlp_vector", {"inputs": [tensor("FP128", [1, 2], [0, 0])]}, "unknown datatype"),
+    "no data": (
+        "mlp_vector",
+        {"inputs": [{"name": "inputs", "datatype": "FP32", "shape": [1, 2]}]},
+        "neither",
+    ),
+    "binary size without the header": (
+        "mlp_vector",
+        {
+            "inputs": [
+                {"name": "inputs", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}}
+            ]
+        },
+        "no Inference-Header-Content-Length",
+    ),
+    "timeout not an integer": (
+        "mlp_vector",
+        {"inputs": [tensor("FP32", [1, 2], [0, 0])], "parameters": {"timeout": "soon"}},
+        "microseconds",
+    ),
     "a list body": ("mlp_vector", [1, 2], "JSON object"),
     "id not a string": ("mlp_vector", {"id": 5, "inputs": [tensor("FP32", [1, 2], [0, 0])]}, "`id`"),
     "unknown output": (
@@ -197,7 +227,7 @@ BAD_INFER_REQUESTS = {
     "classification of a regression": (
         "rnn_sequence",
         {
-            "inputs": [tensor("FP32", [1, 6, 1], [0.0] * 6)],
+            "inputs": [tensor("FP32", [1, 10, 1], [0.0] * 10)],
             "outputs": [{"name": "outputs", "parameters": {"classification": 1}}],
         },
         "regression model",
@@ -258,20 +288,16 @@ def test_a_body_over_the_limit_gets_413_declared_or_streamed(client: TestClient)
     assert client.get("/v2/health/live").status_code == 200
 
 
-def test_binary_tensor_data_is_refused_with_a_hint(client: TestClient):
-    response = client.post(
-        "/v2/models/mlp_vector/infer", content=b"{}", headers={"Inference-Header-Content-Length": "2"}
-    )
-    assert response.status_code == 400 and "binary_data=False" in response.json()["error"]
-
-
 def test_metrics_count_requests_by_model_and_status(client: TestClient):
     infer(client, "mlp_vector", [tensor("FP32", [1, 2], [0.5, 0.5])])
     infer(client, "mlp_vector", [tensor("FP32", [1, 3], [0.5, 0.5, 0.5])])
     text = client.get("/metrics").text
-    assert 'dlzoo_inference_requests_total{code="200",model="mlp_vector"}' in text
-    assert 'dlzoo_inference_requests_total{code="400",model="mlp_vector"}' in text
-    assert 'dlzoo_inference_request_duration_seconds_bucket{le="0.005",model="mlp_vector"}' in text
+    assert 'dlzoo_inference_requests_total{code="200",model="mlp_vector",protocol="rest"}' in text
+    assert 'dlzoo_inference_requests_total{code="400",model="mlp_vector",protocol="rest"}' in text
+    assert (
+        'dlzoo_inference_request_duration_seconds_bucket{le="0.005",model="mlp_vector",protocol="rest"}'
+        in text
+    )
     assert 'dlzoo_batch_size_count{model="mlp_vector"}' in text
 
 
@@ -280,7 +306,7 @@ def test_a_changed_model_file_is_refused_at_startup(tiny_repository: Path, tmp_p
     model_file = tmp_path / "mlp_vector" / "1" / "model.onnx"
     model_file.write_bytes(model_file.read_bytes()[:-10])
     with pytest.raises(
-        RepositoryError, match=r"SHA-256 .* does not match its metadata .*dvc repro export@mlp_vector"
+        RepositoryError, match=r"SHA-256 .* does not match its metadata .*dvc repro repository@mlp_vector"
     ):
         load_repository(tmp_path)
     with pytest.raises(RepositoryError, match="SHA-256"), TestClient(create_app(ServeSettings(tmp_path))):

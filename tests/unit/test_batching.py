@@ -1,4 +1,5 @@
-"""The dynamic batcher merges waiting requests into one ONNX Runtime call and splits the answers."""
+"""The dynamic batcher merges waiting requests into one ONNX Runtime call, splits the answers, and
+refuses work past its queue bound instead of queueing without end."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from dlzoo.serving.batching import Batcher
+from dlzoo.serving.errors import InferenceError
 from dlzoo.serving.metrics import Metrics
-from dlzoo.serving.models import load_model
+from dlzoo.serving.models import Overrides, load_model
 
 
 def batch_sizes(metrics: Metrics, name: str) -> tuple[float, float]:
@@ -22,21 +24,32 @@ def batch_sizes(metrics: Metrics, name: str) -> tuple[float, float]:
     return count, total
 
 
-def run_concurrently(model, sizes: list[int], delay: float, enabled: bool = True):
-    metrics = Metrics()
+def configured(model, **overrides):
+    return dataclasses.replace(model, config=Overrides(**overrides).apply(model.config))
+
+
+def batches_of(model, sizes: list[int]) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
-    batches = [rng.normal(size=(size, 2)).astype(np.float32) for size in sizes]
+    return [rng.normal(size=(size, *model.input.shape[1:])).astype(np.float32) for size in sizes]
 
-    async def main():
-        with ThreadPoolExecutor(2) as executor:
-            batcher = Batcher(model, executor, metrics, delay, enabled)
-            batcher.start()
-            try:
-                return await asyncio.gather(*(batcher.infer(batch) for batch in batches))
-            finally:
-                await batcher.stop()
 
-    results = asyncio.run(main())
+async def with_batcher(model, metrics, work):
+    with ThreadPoolExecutor(2) as executor:
+        batcher = Batcher(model, executor, metrics)
+        batcher.start()
+        try:
+            return await work(batcher)
+        finally:
+            await batcher.stop()
+
+
+def run_concurrently(model, sizes: list[int]):
+    metrics, batches = Metrics(), batches_of(model, sizes)
+
+    async def work(batcher):
+        return await asyncio.gather(*(batcher.infer(batch) for batch in batches))
+
+    results = asyncio.run(with_batcher(model, metrics, work))
     for batch, result in zip(batches, results, strict=True):
         np.testing.assert_allclose(result["outputs"], model.run(batch)["outputs"], rtol=1e-6, atol=1e-7)
     return batch_sizes(metrics, model.name)
@@ -44,17 +57,66 @@ def run_concurrently(model, sizes: list[int], delay: float, enabled: bool = True
 
 @pytest.fixture(scope="module")
 def model(tiny_repository: Path):
-    return load_model(tiny_repository / "mlp_vector")
+    return load_model(tiny_repository / "mlp_vector", Overrides())
 
 
 def test_requests_that_wait_together_run_as_one_batch_and_each_gets_its_rows(model):
-    assert run_concurrently(model, [1, 3, 2, 1, 4], delay=0.5) == (1, 11)
+    assert run_concurrently(configured(model, max_queue_delay_ms=500), [1, 3, 2, 1, 4]) == (1, 11)
 
 
 def test_a_request_that_would_overflow_the_batch_starts_the_next_one(model):
-    small = dataclasses.replace(model, max_batch_size=4)
-    assert run_concurrently(small, [3, 3, 1], delay=0.5) == (2, 7)
+    small = configured(model, max_queue_delay_ms=500, max_batch_size=4)
+    assert run_concurrently(small, [3, 3, 1]) == (2, 7)
 
 
 def test_without_dynamic_batching_every_request_runs_alone(model):
-    assert run_concurrently(model, [1, 3, 2], delay=0.5, enabled=False) == (3, 6)
+    assert run_concurrently(configured(model, dynamic_batching=False), [1, 3, 2]) == (3, 6)
+
+
+def test_two_instances_share_one_queue_and_lose_no_request(model):
+    two = dataclasses.replace(model, config=configured(model, max_queue_delay_ms=1).config)
+    two.config.instance_group[0].count = 2
+    assert two.instances == 2
+    count, samples = run_concurrently(two, [1] * 40)
+    assert samples == 40 and count >= 2
+
+
+def test_a_full_queue_refuses_at_once_with_503_and_serves_what_it_accepted(model):
+    bounded = configured(model, max_queue_delay_ms=200, max_queue_size=3)
+    batches = batches_of(model, [1] * 5)
+
+    async def work(batcher):
+        return await asyncio.gather(*(batcher.infer(batch) for batch in batches), return_exceptions=True)
+
+    results = asyncio.run(with_batcher(bounded, Metrics(), work))
+    refused = [result for result in results if isinstance(result, InferenceError)]
+    assert len(refused) == 2 and all(error.status == 503 for error in refused)
+    assert "3 requests queued, its limit; retry later" in str(refused[0])
+    assert sum(isinstance(result, dict) for result in results) == 3
+
+
+def test_a_request_whose_caller_gave_up_is_dropped_not_run(model):
+    metrics = Metrics()
+    slow = configured(model, max_queue_delay_ms=100)
+
+    async def work(batcher):
+        abandoned = asyncio.ensure_future(batcher.infer(batches_of(model, [2])[0]))
+        await asyncio.sleep(0)
+        abandoned.cancel()  # what a request timeout does
+        return await batcher.infer(batches_of(model, [1])[0])
+
+    asyncio.run(with_batcher(slow, metrics, work))
+    assert batch_sizes(metrics, model.name) == (1, 1)
+
+
+def test_a_dead_batcher_is_not_alive_and_answers_503(model):
+    async def work(batcher):
+        for worker in batcher._workers:
+            worker.cancel()
+        await asyncio.sleep(0)
+        assert not batcher.alive
+        with pytest.raises(InferenceError, match="stopped serving") as raised:
+            await batcher.infer(batches_of(model, [1])[0])
+        return raised.value.status
+
+    assert asyncio.run(with_batcher(model, Metrics(), work)) == 503

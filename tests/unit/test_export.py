@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from dlzoo import export, repository, training
+from dlzoo import export, training
 from dlzoo.config.experiments import RnnConfig
 from dlzoo.models import builder
 from dlzoo.scratch.mlp import NumpyMLP
@@ -96,28 +96,6 @@ def test_the_numpy_mlp_exports_through_onnx_helper_and_matches_numpy(sizes, acti
         export.session(proto), mlp.predict_proba(x), x.astype(np.float32), 1e-5, classify=True
     )
     assert parity.samples == 50
-
-
-def test_repository_entry_round_trips_its_metadata(tmp_path):
-    inputs = [repository.tensor("inputs", "float32", [32, 32, 3])]
-    outputs = [repository.tensor("outputs", "float32", [10])]
-    metadata = {
-        "name": "cnn",
-        "inputs": inputs,
-        "outputs": outputs,
-        "labels": list("abcdefghij"),
-        "max_batch_size": 8,
-        "onnx_sha256": "0" * 64,
-    }
-    repository.write_entry(tmp_path / "cnn", "cnn", b"onnx-bytes", metadata, {"vocabulary.json": b"{}"})
-    assert repository.read_metadata(tmp_path / "cnn") == metadata
-    assert (tmp_path / "cnn" / "1" / "model.onnx").read_bytes() == b"onnx-bytes"
-    config = (tmp_path / "cnn" / "config.pbtxt").read_text()
-    assert 'backend: "onnxruntime"' in config and "max_batch_size: 8" in config
-    assert "dims: [ 32, 32, 3 ]" in config and "dims: [ 10 ]" in config and "data_type: TYPE_FP32" in config
-    # one score per class: Triton's classification extension labels them from labels.txt
-    assert 'label_filename: "labels.txt"' in config.split("output [")[1]
-    assert (tmp_path / "cnn" / "labels.txt").read_text().split() == list("abcdefghij")
 
 
 def test_a_saved_transformer_loads_in_a_fresh_process(tmp_path):

@@ -10,7 +10,7 @@ import yaml
 
 from dlzoo.config.base import build
 from dlzoo.config.data import DataConfig
-from dlzoo.config.experiments import ExperimentConfig, ExportSettings, TrainSettings
+from dlzoo.config.experiments import ExperimentConfig, ExportSettings, ServingSettings, TrainSettings
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -20,6 +20,7 @@ class Params:
     data: DataConfig
     train: TrainSettings
     export: ExportSettings
+    serving: ServingSettings
     experiments: dict[str, ExperimentConfig]
 
     def problems(self) -> dict[str, str]:

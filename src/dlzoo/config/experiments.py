@@ -189,7 +189,16 @@ class ExportSettings:
     opset: int = bounded(ge=13, le=18)  # tf2onnx 1.17 with TF 2.21 converts 13-18, not 19+
     tolerance: float = bounded(gt=0)  # max |ONNX Runtime - trained model| on test samples
     parity_samples: int = bounded(ge=1)
-    max_batch_size: int = bounded(ge=1)  # the repository's limit, also the server's
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the model repository is served; config.pbtxt carries these to Triton and `dlzoo serve`."""
+
+    max_batch_size: int = bounded(ge=1)  # samples per request and per merged batch
+    max_queue_delay_ms: float = bounded(ge=0)  # how long the dynamic batcher waits to merge requests
+    max_queue_size: int = bounded(ge=1)  # requests waiting per model; more are refused at once
+    instances: int = bounded(ge=1)  # model instances on the CPU (Triton's instance_group count)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
-"""The HTTP app: Open Inference Protocol v2 REST over every model of the repository.
+"""The HTTP app: Open Inference Protocol v2 REST over every model of the repository, and gRPC beside it.
 
-Models load in the app's lifespan (so tests enter the same startup as the server). Request
-bodies are parsed and checked on a worker thread, inference runs through each model's batcher
-on worker threads, and every failure becomes `{"error": "..."}`: 4xx for client mistakes.
+Models load before the app starts (or in its lifespan, so tests enter the same startup as the
+server); the lifespan starts the batchers and, with a gRPC port, the gRPC server on the same
+event loop, so both protocols share the sessions, batchers and metrics. Request bodies are
+parsed on the loop when small and on a worker thread when large; inference runs through each
+model's batcher on worker threads. Every failure becomes `{"error": "..."}`: 4xx for client
+mistakes, 503/504 when the server has no capacity now, and a bare "internal error" (the detail
+goes to the log) for anything else.
 """
 
 from __future__ import annotations
@@ -11,45 +15,39 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
 
-import orjson
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from google.protobuf import json_format
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_413_CONTENT_TOO_LARGE
 
-from dlzoo.serving import protocol
-from dlzoo.serving.batching import Batcher
-from dlzoo.serving.metrics import Metrics
-from dlzoo.serving.models import NAME_PATTERN, ServedModel, load_repository
-from dlzoo.serving.protocol import InferenceError
+from dlzoo.serving import protocol, schema
+from dlzoo.serving.errors import InferenceError
+from dlzoo.serving.models import Overrides, ServedModel, default_threads, load_repository
+from dlzoo.serving.service import EXTENSIONS, SERVER_NAME, InferenceService
 
 LOG = logging.getLogger("dlzoo.serving")
-SERVER_NAME = "dlzoo"
 INLINE_BYTES = 64 * 1024  # parse and encode on the event loop below this; on a thread above
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# int64/uint64 fields of ModelConfig that protobuf's JSON writes as strings; Triton writes numbers.
+_INT64_FIELDS = {"dims", "versions", "max_queue_delay_microseconds", "default_timeout_microseconds"}
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     repository: Path
     models: tuple[str, ...] = ()  # empty: every model of the repository
-    max_batch_size: int | None = None  # None: each model's own (metadata.json / config.pbtxt)
-    max_queue_delay_ms: float = 0.0
-    dynamic_batching: bool = True
+    overrides: Overrides = field(default_factory=Overrides)
     max_body_bytes: int = 8 * 1024 * 1024
-    threads: int = 4
-
-
-@dataclass
-class _State:
-    models: dict[str, ServedModel]
-    batchers: dict[str, Batcher]
-    metrics: Metrics
-    executor: ThreadPoolExecutor
+    threads: int = field(default_factory=default_threads)  # session runs at once, over all models
+    request_timeout_s: float = 30.0
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int | None = None  # None: no gRPC server
 
 
 def create_app(settings: ServeSettings, models: dict[str, ServedModel] | None = None) -> FastAPI:
@@ -57,108 +55,148 @@ def create_app(settings: ServeSettings, models: dict[str, ServedModel] | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = models or load_repository(
-            settings.repository, list(settings.models), settings.max_batch_size
-        )
-        executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="dlzoo-infer")
-        metrics = Metrics()
-        delay = settings.max_queue_delay_ms / 1000
-        batchers = {
-            name: Batcher(model, executor, metrics, delay, settings.dynamic_batching)
-            for name, model in loaded.items()
-        }
-        for batcher in batchers.values():
-            batcher.start()
-        app.state.serving = _State(loaded, batchers, metrics, executor)
+        loaded = models or load_repository(settings.repository, list(settings.models), settings.overrides)
+        service = InferenceService(loaded, settings.threads, settings.request_timeout_s)
+        service.start()
+        app.state.service = service
+        grpc_server = None
+        if settings.grpc_port is not None:
+            from dlzoo.serving.grpc_service import start_server
+
+            grpc_server = await start_server(
+                service, settings.grpc_host, settings.grpc_port, settings.max_body_bytes
+            )
         LOG.info("serving %d models: %s", len(loaded), ", ".join(loaded))
         try:
             yield
         finally:
-            for batcher in batchers.values():
-                await batcher.stop()
-            executor.shutdown(wait=False, cancel_futures=True)
+            if grpc_server is not None:
+                await grpc_server.stop(grace=1)
+            await service.stop()
 
     app = FastAPI(title="dlzoo", summary="Open Inference Protocol v2 over ONNX Runtime", lifespan=lifespan)
     _add_error_handlers(app)
-    _add_routes(app, settings)
+    _add_health_routes(app)
+    _add_model_routes(app)
+    _add_infer_route(app, settings)
+    _describe_bodies(app)
     return app
 
 
-def _state(request: Request) -> _State:
-    return request.app.state.serving
+def _service(request: Request) -> InferenceService:
+    return request.app.state.service
 
 
-def _model(request: Request, name: str, version: str | None) -> ServedModel:
-    if not NAME_PATTERN.fullmatch(name):
-        raise InferenceError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
-    model = _state(request).models.get(name)
-    if model is None:
-        available = ", ".join(_state(request).models)
-        raise InferenceError(f"unknown model {name!r}; available: {available}", status=404)
-    if version is not None and version != model.version:
-        raise InferenceError(
-            f"model {name!r} has no version {version!r}; versions: {model.version}", status=404
-        )
-    return model
-
-
-def _add_routes(app: FastAPI, settings: ServeSettings) -> None:
+def _add_health_routes(app: FastAPI) -> None:
     version = package_metadata.version("dlzoo")
 
     @app.get("/v2/health/live")
     async def live() -> dict:
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", responses={503: {"description": "not ready"}})
     async def ready(request: Request) -> JSONResponse:
-        is_ready = bool(getattr(request.app.state, "serving", None) and _state(request).models)
+        service = getattr(request.app.state, "service", None)
+        is_ready = bool(service and service.ready())
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     @app.get("/v2")
     async def server_metadata() -> dict:
-        return {"name": SERVER_NAME, "version": version, "extensions": ["classification"]}
-
-    @app.get("/v2/models/{name}")
-    @app.get("/v2/models/{name}/versions/{model_version}")
-    async def model_metadata(request: Request, name: str, model_version: str | None = None) -> dict:
-        return _model(request, name, model_version).describe()
-
-    @app.get("/v2/models/{name}/ready")
-    @app.get("/v2/models/{name}/versions/{model_version}/ready")
-    async def model_ready(request: Request, name: str, model_version: str | None = None) -> dict:
-        model = _model(request, name, model_version)
-        return {"name": model.name, "versions": [model.version], "ready": True}
-
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{model_version}/infer")
-    async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
-        started = time.perf_counter()
-        state = _state(request)
-        label = name if name in state.models else "unknown"
-        try:
-            model = _model(request, name, model_version)
-            if "inference-header-content-length" in request.headers:
-                raise InferenceError(
-                    "binary tensor data is not supported; send JSON (tritonclient: binary_data=False)"
-                )
-            body = await _read_body(request, settings.max_body_bytes)
-            parsed = await _off_loop_if_large(len(body), _parse, body, model)
-            results = await state.batchers[model.name].infer(parsed.batch)
-            payload = await _off_loop_if_large(parsed.batch.size * 8, _encode, model, parsed, results)
-        except InferenceError as error:
-            state.metrics.requests.labels(label, str(error.status)).inc()
-            raise
-        except Exception:
-            state.metrics.requests.labels(label, "500").inc()
-            raise
-        state.metrics.requests.labels(label, "200").inc()
-        state.metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
-        return Response(payload, media_type="application/json")
+        return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         return Response(
-            _state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            _service(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+
+def _add_model_routes(app: FastAPI) -> None:
+    errors = schema.error_responses(400, 404)
+
+    @app.get("/v2/models/{name}", responses=errors)
+    @app.get("/v2/models/{name}/versions/{model_version}", responses=errors)
+    async def model_metadata(request: Request, name: str, model_version: str | None = None) -> dict:
+        return _service(request).model(name, model_version).describe()
+
+    @app.get("/v2/models/{name}/ready", responses={**errors, 503: {"description": "not ready"}})
+    @app.get("/v2/models/{name}/versions/{model_version}/ready", responses=errors)
+    async def model_ready(request: Request, name: str, model_version: str | None = None) -> JSONResponse:
+        service = _service(request)
+        model = service.model(name, model_version)
+        is_ready = service.model_ready(model.name)
+        body = {"name": model.name, "versions": [model.version], "ready": is_ready}
+        return JSONResponse(body, status_code=200 if is_ready else 503)
+
+    @app.get("/v2/models/{name}/config", responses=errors)
+    @app.get("/v2/models/{name}/versions/{model_version}/config", responses=errors)
+    async def model_config(request: Request, name: str, model_version: str | None = None) -> dict:
+        """Triton's model configuration extension: the ModelConfig being served, as JSON."""
+        return config_json(_service(request).model(name, model_version))
+
+    @app.post("/v2/repository/index")
+    async def repository_index(request: Request) -> list[dict]:
+        service = _service(request)
+        return [
+            {
+                "name": name,
+                "version": model.version,
+                "state": "READY" if service.model_ready(name) else "UNAVAILABLE",
+            }
+            for name, model in service.models.items()
+        ]
+
+
+def config_json(model: ServedModel) -> dict:
+    return _numbers(json_format.MessageToDict(model.config, preserving_proto_field_name=True))
+
+
+def _numbers(value, key: str = ""):
+    if isinstance(value, dict):
+        return {name: _numbers(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers(item, key) for item in value]
+    if key in _INT64_FIELDS and isinstance(value, str):
+        return int(value)
+    return value
+
+
+def _add_infer_route(app: FastAPI, settings: ServeSettings) -> None:
+    errors = schema.error_responses(400, 404, 413, 503, 504)
+    responses = {
+        200: {"model": schema.InferenceResponse, "description": "the outputs (JSON, or JSON + bytes)"},
+        **errors,
+    }
+    extra = schema.infer_openapi()
+
+    @app.post("/v2/models/{name}/infer", responses=responses, openapi_extra=extra)
+    @app.post("/v2/models/{name}/versions/{model_version}/infer", responses=responses, openapi_extra=extra)
+    async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
+        started = time.perf_counter()
+        service = _service(request)
+        label = service.label(name)
+        try:
+            model = service.model(name, model_version)
+            body = await _read_body(request, settings.max_body_bytes)
+            header_length = request.headers.get(HEADER_LENGTH)
+            parsed = await _off_loop_if_large(len(body), protocol.parse_rest, body, header_length, model)
+            results = await service.infer(model, parsed.batch, parsed.timeout_s)
+            size = parsed.batch.size * 8
+            payload, json_length = await _off_loop_if_large(
+                size, protocol.rest_response, model, parsed, results
+            )
+        except InferenceError as error:
+            service.metrics.requests.labels(label, "rest", str(error.status)).inc()
+            raise
+        except Exception:
+            service.metrics.requests.labels(label, "rest", "500").inc()
+            raise
+        service.metrics.requests.labels(label, "rest", "200").inc()
+        service.metrics.request_seconds.labels(label, "rest").observe(time.perf_counter() - started)
+        if json_length is None:
+            return Response(payload, media_type="application/json")
+        return Response(
+            payload, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)}
         )
 
 
@@ -183,18 +221,24 @@ async def _off_loop_if_large(size: int, function, *args):
     return await asyncio.to_thread(function, *args)
 
 
-def _parse(body: bytes, model: ServedModel) -> protocol.InferRequest:
-    return protocol.parse_infer_request(protocol.decode_json(body), model)
+def _describe_bodies(app: FastAPI) -> None:
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            document.setdefault("components", {}).setdefault("schemas", {}).update(schema.components())
+            app.openapi_schema = document
+        return app.openapi_schema
 
-
-def _encode(model: ServedModel, parsed: protocol.InferRequest, results: dict) -> bytes:
-    return orjson.dumps(protocol.response(model, parsed, results))
+    app.openapi = openapi
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InferenceError)
     async def client_error(request: Request, error: InferenceError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=error.status)
+        headers = {"Retry-After": "1"} if error.status == 503 else None
+        return JSONResponse({"error": str(error)}, status_code=error.status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -206,6 +250,4 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_error(request: Request, error: Exception) -> JSONResponse:
         LOG.exception("internal error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"error": f"internal server error: {type(error).__name__}: {error}"}, status_code=500
-        )
+        return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)

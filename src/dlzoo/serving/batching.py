@@ -1,20 +1,24 @@
 """Dynamic batching: requests for the same model that wait together run as one ONNX Runtime call.
 
-One worker task per model takes the oldest waiting request, adds whatever else is queued (for at
-most `max_queue_delay` seconds, and up to the model's maximum batch size), runs the merged batch
-on a worker thread so the event loop keeps serving, and hands every caller its own rows back.
-With a delay of 0 it never waits: it only merges what piled up while the previous batch ran.
+One worker task per model instance takes the oldest waiting request, adds whatever else is
+queued (for at most the model's max queue delay, and up to its maximum batch size), runs the
+merged batch on a worker thread so the event loop keeps serving, and hands every caller its own
+rows back. With a delay of 0 it never waits: it only merges what piled up while the previous
+batch ran. At most `max_queue_size` requests wait or run per model; one more is refused at once
+(503) rather than queued without end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from dlzoo.serving.errors import InferenceError
 from dlzoo.serving.metrics import Metrics
 from dlzoo.serving.models import ServedModel
 
@@ -27,30 +31,47 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(
-        self, model: ServedModel, executor: Executor, metrics: Metrics, max_queue_delay: float, enabled: bool
-    ):
+    def __init__(self, model: ServedModel, executor: Executor, metrics: Metrics):
         self.model, self.executor, self.metrics = model, executor, metrics
-        self.max_queue_delay, self.enabled = max_queue_delay, enabled
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._carried: _Pending | None = None
-        self._worker: asyncio.Task | None = None
+        self.in_flight = 0  # requests waiting or running
+        self._carried: collections.deque[_Pending] = collections.deque()  # begin the next batches
+        self._workers: list[asyncio.Task] = []
 
     def start(self) -> None:
-        if self.enabled:
-            self._worker = asyncio.create_task(self._serve(), name=f"batcher-{self.model.name}")
+        if self.model.dynamic_batching:
+            self._workers = [
+                asyncio.create_task(self._serve(), name=f"batcher-{self.model.name}-{instance}")
+                for instance in range(self.model.instances)
+            ]
 
     async def stop(self) -> None:
-        if self._worker:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    @property
+    def alive(self) -> bool:
+        """False once a worker has ended: its model can no longer answer (readiness says so)."""
+        return not any(worker.done() for worker in self._workers)
 
     async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if not self.enabled:
-            return await self._run(batch)
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(batch, future))
-        return await future
+        name = self.model.name
+        if not self.alive:
+            raise InferenceError(f"model {name} stopped serving (its batcher ended); restart the server", 503)
+        if self.in_flight >= self.model.max_queue_size:
+            raise InferenceError(
+                f"model {name} already has {self.in_flight} requests queued, its limit; retry later", 503
+            )
+        self.in_flight += 1
+        try:
+            if not self.model.dynamic_batching:
+                return await self._run(batch)
+            future = asyncio.get_running_loop().create_future()
+            self.queue.put_nowait(_Pending(batch, future))
+            return await future
+        finally:
+            self.in_flight -= 1
 
     async def _serve(self) -> None:
         while True:
@@ -72,11 +93,17 @@ class Batcher:
                     item.future.set_result({name: values[start:stop] for name, values in results.items()})
                 start = stop
 
+    async def _next(self) -> _Pending:
+        """The oldest request whose caller still waits (timed-out callers cancelled theirs)."""
+        while True:
+            item = self._carried.popleft() if self._carried else await self.queue.get()
+            if not item.future.done():
+                return item
+
     async def _collect(self) -> list[_Pending]:
-        first = self._carried or await self.queue.get()
-        self._carried = None
+        first = await self._next()
         pending, rows = [first], len(first.batch)
-        deadline = time.perf_counter() + self.max_queue_delay
+        deadline = time.perf_counter() + self.model.max_queue_delay_s
         while rows < self.model.max_batch_size:
             try:
                 item = self.queue.get_nowait()
@@ -88,8 +115,10 @@ class Batcher:
                     item = await asyncio.wait_for(self.queue.get(), remaining)
                 except TimeoutError:
                     break
+            if item.future.done():
+                continue
             if rows + len(item.batch) > self.model.max_batch_size:
-                self._carried = item  # it starts the next batch
+                self._carried.append(item)  # it starts the next batch
                 break
             pending.append(item)
             rows += len(item.batch)

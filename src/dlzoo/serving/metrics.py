@@ -13,14 +13,14 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "dlzoo_inference_requests",
-            "Inference requests by model and HTTP status code",
-            ["model", "code"],
+            "Inference requests by model, protocol (rest, grpc) and status (HTTP code or gRPC code name)",
+            ["model", "protocol", "code"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
             "dlzoo_inference_request_duration_seconds",
             "Time from receiving an inference request to its response, successful requests",
-            ["model"],
+            ["model", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

@@ -1,13 +1,15 @@
 """The served models: one ONNX Runtime session per repository entry, checked before it serves.
 
-Everything a model needs (tensor names, shapes, labels, preprocessing, vocabulary) comes from its
-repository entry, never from params.yaml, and TensorFlow is never imported here.
+Everything a model needs (tensor names, shapes, labels, preprocessing, vocabulary, batching)
+comes from its repository entry (metadata.json and Triton's config.pbtxt), never from
+params.yaml, and TensorFlow is never imported here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,21 +17,22 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
+from tritonclient.grpc import model_config_pb2 as triton
 
 from dlzoo import repository
 from dlzoo.data.store import load_json
 from dlzoo.data.text import Vocabulary, pad
-from dlzoo.errors import DlzooError
+from dlzoo.repository import RepositoryError
+from dlzoo.serving.tensors import NUMPY_DTYPES
 
 LOG = logging.getLogger("dlzoo.serving")
-# Names as the URL carries them: no path characters, no leading dot.
+# Names as the URL carries them: no path characters, no leading dot (so `.name.tmp-*` staging
+# directories that a running export is writing are never served).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-NUMPY_DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 CLASSIFIER_KINDS = ("binary", "multiclass")
+DEFAULT_MAX_QUEUE_SIZE = 1024  # when a config.pbtxt sets no queue limit (Triton's 0: unbounded)
 
-
-class RepositoryError(DlzooError):
-    """The model repository cannot be served as it is; the message says which file and why."""
+__all__ = ["Overrides", "RepositoryError", "ServedModel", "load_model", "load_repository"]
 
 
 @dataclass(frozen=True)
@@ -47,15 +50,61 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Overrides:
+    """Command-line settings that win over config.pbtxt; None keeps the repository's."""
+
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float | None = None
+    max_queue_size: int | None = None
+    dynamic_batching: bool = True
+    intra_op_threads: int = 1
+
+    def apply(self, config: triton.ModelConfig) -> triton.ModelConfig:
+        served = triton.ModelConfig()
+        served.CopyFrom(config)
+        if self.max_batch_size is not None:
+            served.max_batch_size = self.max_batch_size
+        if not self.dynamic_batching:
+            served.ClearField("dynamic_batching")
+            return served
+        batching = served.dynamic_batching  # created when the repository had none
+        if self.max_queue_delay_ms is not None:
+            batching.max_queue_delay_microseconds = round(self.max_queue_delay_ms * 1000)
+        if self.max_queue_size is not None:
+            batching.default_queue_policy.max_queue_size = self.max_queue_size
+        return served
+
+
+@dataclass(frozen=True)
 class ServedModel:
     name: str
     version: str
     metadata: dict[str, Any]
+    config: triton.ModelConfig  # what is served: config.pbtxt with the command line's overrides
     session: onnxruntime.InferenceSession
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
-    max_batch_size: int
     vocabulary: Vocabulary | None = None
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.config.max_batch_size
+
+    @property
+    def dynamic_batching(self) -> bool:
+        return self.config.HasField("dynamic_batching")
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.config.dynamic_batching.max_queue_delay_microseconds / 1e6
+
+    @property
+    def max_queue_size(self) -> int:
+        return self.config.dynamic_batching.default_queue_policy.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
+
+    @property
+    def instances(self) -> int:
+        return sum(group.count or 1 for group in self.config.instance_group) or 1
 
     @property
     def kind(self) -> str:
@@ -107,51 +156,81 @@ class ServedModel:
         }
 
 
+def session_options(intra_op_threads: int) -> onnxruntime.SessionOptions:
+    """Every graph optimisation, and a fixed thread count so that concurrent runs share the cores."""
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    return options
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def servable_names(root: Path) -> list[str]:
+    """Entries with a version directory; hidden and half-written (`.name.tmp-*`) ones never count."""
+    return sorted(
+        path.name
+        for path in root.iterdir()
+        if NAME_PATTERN.fullmatch(path.name)
+        and (path / repository.VERSION / repository.METADATA_FILE).is_file()
+    )
+
+
 def load_repository(
-    root: Path, names: list[str] | None = None, max_batch_size: int | None = None
+    root: Path, names: list[str] | None = None, overrides: Overrides | None = None
 ) -> dict[str, ServedModel]:
-    """Every entry of the repository (or the named ones), each verified and with a session."""
+    """Every entry of the repository (or the named ones), each verified, warmed up, with a session."""
     root = Path(root)
     if not root.is_dir():
         raise RepositoryError(f"model repository {root} does not exist; run `dvc repro` to export models")
-    available = sorted(
-        path.name
-        for path in root.iterdir()
-        if (path / repository.VERSION / repository.METADATA_FILE).is_file()
-    )
+    available = servable_names(root)
     wanted = names or available
     missing = sorted(set(wanted) - set(available))
     if missing:
         raise RepositoryError(f"no model {', '.join(missing)} in {root}; available: {', '.join(available)}")
     if not wanted:
         raise RepositoryError(f"{root} holds no models (no <name>/1/metadata.json); run `dvc repro`")
-    return {name: load_model(root / name, max_batch_size) for name in wanted}
+    return {name: load_model(root / name, overrides or Overrides()) for name in wanted}
 
 
-def load_model(model_dir: Path, max_batch_size: int | None = None) -> ServedModel:
+def load_model(model_dir: Path, overrides: Overrides) -> ServedModel:
     version_dir = model_dir / repository.VERSION
     metadata = load_json(version_dir / repository.METADATA_FILE)
+    config = overrides.apply(repository.read_config(model_dir))
     payload = (version_dir / repository.MODEL_FILE).read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
     if digest != metadata["onnx_sha256"]:
         raise RepositoryError(
             f"{version_dir / repository.MODEL_FILE}: SHA-256 {digest} does not match its metadata "
             f"({metadata['onnx_sha256']}); the file was changed or half-written: re-export it with "
-            f"`dvc repro export@{model_dir.name}`"
+            f"`dvc repro repository@{model_dir.name}`"
         )
     vocabulary = None
     if metadata.get("preprocessing", {}).get("type") == "text":
         vocabulary = Vocabulary.load(version_dir / metadata["preprocessing"]["vocabulary"])
-    session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        payload, session_options(overrides.intra_op_threads), providers=["CPUExecutionProvider"]
+    )
     model = ServedModel(
         name=model_dir.name,
         version=metadata.get("version", repository.VERSION),
         metadata=metadata,
+        config=config,
         session=session,
         input=TensorSpec.from_metadata(metadata["inputs"][0]),
         outputs=tuple(TensorSpec.from_metadata(entry) for entry in metadata["outputs"]),
-        max_batch_size=max_batch_size or metadata["max_batch_size"],
         vocabulary=vocabulary,
     )
-    LOG.info("loaded %s (%s, %d bytes, SHA-256 verified)", model.name, model.kind, len(payload))
+    warm_up(model)
+    LOG.info("loaded %s (%s, %d bytes, SHA-256 verified, warmed up)", model.name, model.kind, len(payload))
     return model
+
+
+def warm_up(model: ServedModel) -> None:
+    """One run at load: ONNX Runtime allocates and tunes on the first call, not the first client."""
+    sample = np.zeros((1, *model.input.shape[1:]), dtype=NUMPY_DTYPES[model.input.datatype])
+    model.run(sample)

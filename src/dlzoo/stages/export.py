@@ -1,8 +1,9 @@
-"""The export stage: ONNX model, parity gate, Triton-style repository entry, MLflow registry."""
+"""The export stage: ONNX model, parity gate, metadata for serving, MLflow registry."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,44 @@ import onnxruntime
 from dlzoo import evaluate as scoring
 from dlzoo import export, repository, tracking
 from dlzoo.config import Params
+from dlzoo.config.experiments import ExportSettings
 from dlzoo.data.splits import load_info, load_split
-from dlzoo.data.store import atomic_directory, load_json
+from dlzoo.data.store import load_json
 from dlzoo.models.inputs import InputSpec
 from dlzoo.scratch.mlp import NumpyMLP
 from dlzoo.stages.evaluate import load_trained
 
 
+@dataclass(frozen=True)
+class Exported:
+    """One exported model: the ONNX bytes, the metadata a server needs, and the files beside it."""
+
+    onnx_bytes: bytes
+    metadata: dict[str, Any]
+    files: dict[str, bytes]
+
+
 def run(name: str, params: Params, model_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
-    experiment, settings = params.experiment(name), params.export
-    info, summary = load_info(data_dir), load_json(model_dir / "summary.json")
-    kind = scoring.task_kind(info, experiment.family)
+    experiment = params.experiment(name)
+    summary = load_json(model_dir / "summary.json")
     model = load_trained(model_dir)
+    exported = export_model(name, experiment.task, experiment.family, model, data_dir, params.export)
+    metadata = {
+        **exported.metadata,
+        "parameters": summary["parameters"],
+        "mlflow_run_id": summary["mlflow_run_id"],
+    }
+    repository.write_export(out_dir, exported.onnx_bytes, metadata, exported.files)
+    _register(summary["mlflow_run_id"], name, exported.onnx_bytes, metadata["parity"]["max_abs_diff"])
+    return metadata
+
+
+def export_model(
+    name: str, task: str, family: str, model: Any, data_dir: Path, settings: ExportSettings
+) -> Exported:
+    """Converts a trained model to ONNX and checks it on the data set's test samples."""
+    info = load_info(data_dir)
+    kind = scoring.task_kind(info, family)
     x, _ = load_split(data_dir, "test")
     x = x[: settings.parity_samples]
     spec = InputSpec.from_info(info)
@@ -51,24 +78,11 @@ def run(name: str, params: Params, model_dir: Path, data_dir: Path, out_dir: Pat
         settings.tolerance,
         classify=kind in ("binary", "multiclass"),
     )
-    metadata = _metadata(name, experiment, info, summary, kind, spec, expected, payload, parity, settings)
-    extra = {}
-    if "vocabulary" in info.get("input", {}):
-        extra[repository.VOCABULARY_FILE] = (data_dir / info["input"]["vocabulary"]).read_bytes()
-    with atomic_directory(out_dir) as staging:
-        repository.write_entry(staging, name, payload, metadata, extra)
-    _register(summary["mlflow_run_id"], name, proto, parity)
-    return metadata
-
-
-def _metadata(
-    name, experiment, info, summary, kind, spec, expected, payload, parity, settings
-) -> dict[str, Any]:
-    return {
+    metadata = {
         "name": name,
         "version": repository.VERSION,
-        "task": experiment.task,
-        "family": experiment.family,
+        "task": task,
+        "family": family,
         "kind": kind,
         "profile": info["profile"],
         "stand_in": info["stand_in"],
@@ -76,15 +90,16 @@ def _metadata(
         "outputs": [repository.tensor(export.OUTPUT_NAME, "float32", list(expected.shape[1:]))],
         "labels": info.get("classes"),
         "preprocessing": preprocessing_metadata(info, spec),
-        "max_batch_size": settings.max_batch_size,
         "onnx_sha256": hashlib.sha256(payload).hexdigest(),
         "onnx_bytes": len(payload),
         "opset": settings.opset,
         "parity": parity.as_dict(),
-        "parameters": summary["parameters"],
-        "mlflow_run_id": summary["mlflow_run_id"],
         "onnxruntime_version": onnxruntime.__version__,
     }
+    files = {}
+    if "vocabulary" in info.get("input", {}):
+        files[repository.VOCABULARY_FILE] = (data_dir / info["input"]["vocabulary"]).read_bytes()
+    return Exported(payload, metadata, files)
 
 
 def preprocessing_metadata(info: dict[str, Any], spec: InputSpec) -> dict[str, Any]:
@@ -118,11 +133,11 @@ def preprocessing_metadata(info: dict[str, Any], spec: InputSpec) -> dict[str, A
     return {"type": "tensor"}
 
 
-def _register(run_id: str, name: str, proto: onnx.ModelProto, parity: export.Parity) -> None:
+def _register(run_id: str, name: str, onnx_bytes: bytes, max_abs_diff: float) -> None:
     with tracking.resume_run(run_id):
-        mlflow.log_metrics({"onnx_parity_max_abs_diff": parity.max_abs_diff})
+        mlflow.log_metrics({"onnx_parity_max_abs_diff": max_abs_diff})
         mlflow.onnx.log_model(
-            proto,
+            onnx.load_from_string(onnx_bytes),
             name="onnx",
             registered_model_name=f"dlzoo-{name}",
             pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],

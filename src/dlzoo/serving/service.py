@@ -1,0 +1,73 @@
+"""What REST and gRPC share: the models, their batchers, metrics, readiness and time limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from dlzoo.serving.batching import Batcher
+from dlzoo.serving.errors import InferenceError
+from dlzoo.serving.metrics import Metrics
+from dlzoo.serving.models import NAME_PATTERN, ServedModel
+
+LOG = logging.getLogger("dlzoo.serving")
+SERVER_NAME = "dlzoo"
+EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration"]
+
+
+class InferenceService:
+    def __init__(self, models: dict[str, ServedModel], threads: int, request_timeout_s: float):
+        self.models = models
+        self.request_timeout_s = request_timeout_s
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="dlzoo-infer")
+        self.batchers = {name: Batcher(model, self.executor, self.metrics) for name, model in models.items()}
+
+    def start(self) -> None:
+        """Starts the batchers on the running event loop."""
+        for batcher in self.batchers.values():
+            batcher.start()
+
+    async def stop(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def ready(self) -> bool:
+        return bool(self.models) and all(batcher.alive for batcher in self.batchers.values())
+
+    def model_ready(self, name: str) -> bool:
+        return self.batchers[name].alive
+
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        if not NAME_PATTERN.fullmatch(name):
+            raise InferenceError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-'")
+        model = self.models.get(name)
+        if model is None:
+            raise InferenceError(f"unknown model {name!r}; available: {', '.join(self.models)}", status=404)
+        if version and version != model.version:
+            raise InferenceError(
+                f"model {name!r} has no version {version!r}; versions: {model.version}", status=404
+            )
+        return model
+
+    def label(self, name: str) -> str:
+        """The metrics label: unknown names are pooled, so a client cannot grow the label set."""
+        return name if name in self.models else "unknown"
+
+    async def infer(
+        self, model: ServedModel, batch: np.ndarray, client_timeout_s: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Runs one request through its model's batcher within the server's time limit (or the client's)."""
+        limit = min(self.request_timeout_s, client_timeout_s or self.request_timeout_s)
+        try:
+            return await asyncio.wait_for(self.batchers[model.name].infer(batch), limit)
+        except TimeoutError:
+            raise InferenceError(
+                f"model {model.name} did not answer within {limit:g} s (queue and compute); retry later "
+                "or send smaller batches",
+                504,
+            ) from None
