@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -43,6 +44,34 @@ CONTENTS_FIELDS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+
+
+class Malformed:
+    """A message that did not parse: the method answers INVALID_ARGUMENT, not gRPC's INTERNAL."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _lenient(message_type):
+    def parse(data: bytes):
+        try:
+            return message_type.FromString(data)
+        except DecodeError as error:
+            return Malformed(error)
+
+    return parse
+
+
+def _checked(method):
+    async def handle(request, context):
+        if isinstance(request, Malformed):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the message does not parse: {request.error}"
+            )
+        return await method(request, context)
+
+    return handle
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -203,6 +232,32 @@ def infer_response(
     return response
 
 
+# The methods served; any other (streaming, shared memory, ...) gets gRPC's UNIMPLEMENTED.
+METHODS = {
+    "ServerLive": pb.ServerLiveRequest,
+    "ServerReady": pb.ServerReadyRequest,
+    "ModelReady": pb.ModelReadyRequest,
+    "ServerMetadata": pb.ServerMetadataRequest,
+    "ModelMetadata": pb.ModelMetadataRequest,
+    "ModelInfer": pb.ModelInferRequest,
+    "ModelConfig": pb.ModelConfigRequest,
+    "RepositoryIndex": pb.RepositoryIndexRequest,
+}
+
+
+def _handlers(servicer: Servicer) -> grpc.GenericRpcHandler:
+    """The service's handlers as the generated code makes them, but with lenient parsing."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _checked(getattr(servicer, name)),
+            request_deserializer=_lenient(request_type),
+            response_serializer=lambda response: response.SerializeToString(),
+        )
+        for name, request_type in METHODS.items()
+    }
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)
+
+
 async def start_server(
     service: InferenceService, host: str, port: int, max_message_bytes: int
 ) -> grpc.aio.Server:
@@ -213,7 +268,7 @@ async def start_server(
             ("grpc.max_send_message_length", -1),
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(service), server)
+    server.add_generic_rpc_handlers([_handlers(Servicer(service))])
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind the gRPC port {host}:{port}; is it in use?")
