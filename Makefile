@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MLSERVER_VENV := .venv-mlserver
 # The venv's tools first, so dvc stages find `dlzoo`; no telemetry from DVC or MLflow.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -11,10 +12,10 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run full ui serve bench-serve test test-all lint format clean
+.PHONY: help setup run full ui serve bench-serve mlserver-venv test test-all lint format clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install dlzoo with its dev extras
 
@@ -36,8 +37,16 @@ ui: setup ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 serve: setup ## serve models/repository over the Open Inference Protocol (http://127.0.0.1:8000/v2)
 	$(BIN)/dlzoo serve --repository models/repository --host 127.0.0.1 --port 8000
 
-bench-serve: setup ## latency/throughput: raw ONNX Runtime vs Keras vs the server (after make run)
-	$(BIN)/python bench/serve.py --repository models/repository --models-dir models
+bench-serve: setup mlserver-venv ## latency/throughput: raw ONNX Runtime vs dlzoo serve vs MLServer (after make run)
+	$(BIN)/python bench/serve.py --repository models/repository
+
+mlserver-venv: ## Seldon MLServer 1.7 + onnxruntime in .venv-mlserver (its own FastAPI pin), for bench-serve
+	@test -f $(MLSERVER_VENV)/.installed || { \
+	  $(PYTHON) -m venv $(MLSERVER_VENV) && \
+	  $(MLSERVER_VENV)/bin/pip install --quiet --upgrade pip && \
+	  $(MLSERVER_VENV)/bin/pip install --quiet 'mlserver==1.7.*' onnxruntime numpy && \
+	  touch $(MLSERVER_VENV)/.installed; }
+	$(MLSERVER_VENV)/bin/mlserver --version
 
 test: setup ## run the default (fast) test suite
 	$(BIN)/pytest

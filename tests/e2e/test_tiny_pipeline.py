@@ -110,6 +110,21 @@ def test_the_exported_repository_serves_real_test_samples(tiny_project: Path):
                     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_a_serving_setting_relays_the_repository_and_reconverts_no_model(tiny_project: Path):
+    """DVC's own `dvc status` says what a change reruns: batching settings never re-export ONNX."""
+    params_file = tiny_project / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["serving"]["max_queue_delay_ms"] = 5
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = json.loads(run(["dvc", "status", "--json"], tiny_project))
+    finally:
+        params_file.write_text(original)
+    assert {stage.split(":")[-1] for stage in changed} == {f"repository@{name}" for name in KEPT}
+    assert json.loads(run(["dvc", "status", "--json"], tiny_project)) == {}
+
+
 def _weights(model_dir: Path) -> list:
     import keras
     import numpy as np

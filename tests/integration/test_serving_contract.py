@@ -2,12 +2,13 @@
 
 Not part of the default run (marker `contract`). CI runs it after `make run`:
 
-    dlzoo serve --repository models/repository --port 8000 &
-    DLZOO_SERVER_URL=127.0.0.1:8000 DLZOO_REPOSITORY=models/repository pytest -m contract
+    dlzoo serve --repository models/repository --port 8000 --grpc-port 8001 &
+    DLZOO_SERVER_URL=127.0.0.1:8000 DLZOO_GRPC_URL=127.0.0.1:8001 DLZOO_REPOSITORY=models/repository \
+        pytest -m contract
 
 For every model of the repository, Triton's own HTTP client must see it ready, get the tensors that
-`metadata.json` declares, and get back from a JSON (`binary_data=False`) inference exactly what ONNX
-Runtime computes on the same `model.onnx`.
+`metadata.json` declares and the model configuration, and Triton's HTTP and gRPC clients, called
+at their defaults, must get back exactly what ONNX Runtime computes on the same `model.onnx`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 
 from dlzoo import repository
@@ -25,6 +27,7 @@ from dlzoo import repository
 pytestmark = [pytest.mark.integration, pytest.mark.contract]
 
 SERVER_ENV = "DLZOO_SERVER_URL"
+GRPC_ENV = "DLZOO_GRPC_URL"
 REPOSITORY_ENV = "DLZOO_REPOSITORY"
 BATCH = 2
 
@@ -69,6 +72,19 @@ def client() -> triton.InferenceServerClient:
     return server
 
 
+@pytest.fixture(scope="module")
+def grpc_client() -> triton_grpc.InferenceServerClient:
+    url = _required(GRPC_ENV, "127.0.0.1:8001")
+    server = triton_grpc.InferenceServerClient(url=url)
+    try:
+        ready = server.is_server_ready()
+    except Exception as error:
+        pytest.fail(f"the gRPC server at {GRPC_ENV}={url}: no answer: {error}", pytrace=False)
+    if not ready:
+        pytest.fail(f"the gRPC server at {GRPC_ENV}={url} answers but is not ready", pytrace=False)
+    return server
+
+
 def model_ready_batch(metadata: dict, rng: np.random.Generator) -> tuple[str, np.ndarray]:
     """A valid batch of BATCH samples in the model's own input tensor: (datatype, values)."""
     tensor = metadata["inputs"][0]
@@ -87,7 +103,9 @@ def onnxruntime_outputs(root: Path, name: str, input_name: str, values: np.ndarr
 
 
 @pytest.mark.parametrize("name", _model_names())
-def test_model_is_ready_declares_its_tensors_and_matches_onnxruntime(repository_root, client, name):
+def test_model_is_ready_declares_its_tensors_and_matches_onnxruntime(
+    repository_root, client, grpc_client, name
+):
     assert client.is_model_ready(name), f"{name} is not ready"
     assert client.is_model_ready(name, model_version=repository.VERSION)
     expected = repository.read_metadata(repository_root / name)
@@ -98,16 +116,14 @@ def test_model_is_ready_declares_its_tensors_and_matches_onnxruntime(repository_
 
     datatype, values = model_ready_batch(expected, np.random.default_rng(2026))
     input_name, output_name = expected["inputs"][0]["name"], expected["outputs"][0]["name"]
-    tensor = triton.InferInput(input_name, list(values.shape), datatype)
-    tensor.set_data_from_numpy(values, binary_data=False)
-    result = client.infer(
-        name,
-        [tensor],
-        outputs=[triton.InferRequestedOutput(output_name, binary_data=False)],
-        request_id=f"contract-{name}",
-    )
-    assert result.get_response()["id"] == f"contract-{name}"
-    served = result.as_numpy(output_name)
     reference = onnxruntime_outputs(repository_root, name, input_name, values)
-    assert served.shape == reference.shape == (BATCH, *expected["outputs"][0]["shape"][1:])
-    np.testing.assert_allclose(served, reference, rtol=1e-6, atol=1e-6)
+    # Each client as its own examples call it: binary tensors over HTTP, raw contents over gRPC.
+    for module, server in ((triton, client), (triton_grpc, grpc_client)):
+        tensor = module.InferInput(input_name, list(values.shape), datatype)
+        tensor.set_data_from_numpy(values)
+        result = server.infer(name, [tensor], request_id=f"contract-{name}")
+        served = result.as_numpy(output_name)
+        assert served.shape == reference.shape == (BATCH, *expected["outputs"][0]["shape"][1:])
+        np.testing.assert_allclose(served, reference, rtol=1e-6, atol=1e-6)
+    config = client.get_model_config(name)
+    assert config["max_batch_size"] >= 1 and "dynamic_batching" in config

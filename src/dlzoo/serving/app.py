@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from google.protobuf import json_format
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_413_CONTENT_TOO_LARGE
@@ -104,7 +104,9 @@ def _add_health_routes(app: FastAPI) -> None:
     async def server_metadata() -> dict:
         return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus text"}}
+    )
     async def metrics(request: Request) -> Response:
         return Response(
             _service(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -164,7 +166,11 @@ def _numbers(value, key: str = ""):
 def _add_infer_route(app: FastAPI, settings: ServeSettings) -> None:
     errors = schema.error_responses(400, 404, 413, 503, 504)
     responses = {
-        200: {"model": schema.InferenceResponse, "description": "the outputs (JSON, or JSON + bytes)"},
+        200: {
+            "model": schema.InferenceResponse,
+            "description": "the outputs: JSON, or with binary outputs this JSON followed by their bytes",
+            "content": {"application/octet-stream": {}},
+        },
         **errors,
     }
     extra = schema.infer_openapi()
