@@ -97,13 +97,15 @@ def _serve(args: argparse.Namespace) -> None:
     from dlzoo.serving.app import ServeSettings, create_app
     from dlzoo.serving.models import Overrides, default_threads, load_repository
 
-    threads = args.threads or default_threads()
+    cores = default_threads()
+    # Concurrent runs: one per model instance at most (each batcher runs one batch at a time).
+    threads = args.threads or min(cores, _instances(args.repository, args.model))
     overrides = Overrides(
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue_size=args.max_queue_size,
         dynamic_batching=not args.no_dynamic_batching,
-        intra_op_threads=args.intra_op_threads or max(1, default_threads() // threads),
+        intra_op_threads=args.intra_op_threads or max(1, cores // threads),
     )
     settings = ServeSettings(
         repository=args.repository,
@@ -121,6 +123,24 @@ def _serve(args: argparse.Namespace) -> None:
     grpc = f" and grpc://{args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
     print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/v2{grpc}", flush=True)
     uvicorn.run(create_app(settings, models), host=args.host, port=args.port, log_level=args.log_level)
+
+
+def _instances(root: Path, names: list[str]) -> int:
+    """Model instances the repository's configs ask for (a missing one is reported at load)."""
+    from dlzoo import repository
+    from dlzoo.serving.models import servable_names
+
+    if not root.is_dir():
+        return 1
+    total = 0
+    for name in names or servable_names(root):
+        try:
+            total += (
+                sum(group.count or 1 for group in repository.read_config(root / name).instance_group) or 1
+            )
+        except DlzooError:
+            total += 1
+    return max(1, total)
 
 
 def _print_counts(dataset: str, info: dict) -> None:
@@ -249,7 +269,7 @@ def _add_serve_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--threads",
         type=_positive_int,
-        help="ONNX Runtime runs at once over all models (default: the number of cores)",
+        help="ONNX Runtime runs at once over all models (default: the model instances, at most the cores)",
     )
     command.add_argument(
         "--intra-op-threads",

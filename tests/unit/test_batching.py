@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -120,3 +121,19 @@ def test_a_dead_batcher_is_not_alive_and_answers_503(model):
         return raised.value.status
 
     assert asyncio.run(with_batcher(model, Metrics(), work)) == 503
+
+
+def test_fast_batches_run_on_the_loop_and_slow_ones_on_worker_threads(model):
+    assert model.inline_rows >= 1  # the tiny MLP runs in microseconds
+    on_threads = dataclasses.replace(configured(model, max_queue_delay_ms=500), inline_rows=0)
+    threads_used = []
+    original = on_threads.run
+
+    def run(batch):
+        threads_used.append(threading.current_thread().name)
+        return original(batch)
+
+    object.__setattr__(on_threads, "run", run)
+    assert run_concurrently(on_threads, [1, 2]) == (1, 3)
+    served, *references = threads_used  # then run_concurrently's own reference runs, in this thread
+    assert served.startswith("ThreadPoolExecutor") and references == ["MainThread", "MainThread"]

@@ -94,30 +94,70 @@ _ERRORS = {
 }
 
 
+INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{model_version}/infer")
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": _ERRORS[code]} for code in codes}
 
 
-def infer_openapi() -> dict[str, Any]:
-    """The infer route's request body: JSON, or a JSON header + tensor bytes (binary extension)."""
-    reference = {"$ref": "#/components/schemas/InferenceRequest"}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": reference}},
-            "description": (
-                "JSON as below. With the binary tensor extension, the header "
-                "`Inference-Header-Content-Length: <n>` says the first n bytes are this JSON and "
-                "the rest are the inputs' bytes (little-endian, row-major; BYTES elements with "
-                "4-byte little-endian length prefixes); 0 means the whole body is the single "
-                "input of one sample."
-            ),
+def _reference(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def infer_paths() -> dict[str, Any]:
+    """The infer operation, declared here because its route bypasses FastAPI (see app.py)."""
+    errors = {
+        str(code): {
+            "description": text,
+            "content": {"application/json": {"schema": _reference("ErrorResponse")}},
         }
+        for code, text in _ERRORS.items()
     }
+    ok = {
+        "description": "the outputs: JSON, or with binary outputs this JSON followed by their bytes",
+        "content": {
+            "application/json": {"schema": _reference("InferenceResponse")},
+            "application/octet-stream": {},
+        },
+    }
+    paths = {}
+    for path in INFER_PATHS:
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in ("name", "model_version")
+            if "{" + name + "}" in path
+        ]
+        paths[path] = {
+            "post": {
+                "summary": "Infer",
+                "operationId": "infer_versioned" if "versions" in path else "infer",
+                "parameters": parameters,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _reference("InferenceRequest")}},
+                    "description": INFER_BODY,
+                },
+                "responses": {"200": ok, **errors},
+            }
+        }
+    return paths
+
+
+INFER_BODY = (
+    "JSON as below. With the binary tensor extension, the header "
+    "`Inference-Header-Content-Length: <n>` says the first n bytes are this JSON and "
+    "the rest are the inputs' bytes (little-endian, row-major; BYTES elements with "
+    "4-byte little-endian length prefixes); 0 means the whole body is the single "
+    "input of one sample."
+)
 
 
 def components() -> dict[str, Any]:
-    """Schemas that routes reference by name but FastAPI does not collect itself."""
-    schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    definitions = schema.pop("$defs", {})
-    return {"InferenceRequest": schema, **definitions}
+    """Schemas that the infer operation references by name."""
+    schemas = {}
+    for model in (InferenceRequest, InferenceResponse, ErrorResponse):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
