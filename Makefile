@@ -34,8 +34,8 @@ full: setup ## run the pipeline on the real data: DLZOO_DATA_MIRROR=dir make ful
 ui: setup ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
-serve: setup ## serve models/repository over the Open Inference Protocol (http://127.0.0.1:8000/v2)
-	$(BIN)/dlzoo serve --repository models/repository --host 127.0.0.1 --port 8000
+serve: setup ## serve models/repository over the Open Inference Protocol (REST :8000, gRPC :8001)
+	$(BIN)/dlzoo serve --repository models/repository --host 127.0.0.1 --port 8000 --grpc-port 8001
 
 bench-serve: setup mlserver-venv ## latency/throughput: raw ONNX Runtime vs dlzoo serve vs MLServer (after make run)
 	$(BIN)/python bench/serve.py --repository models/repository

@@ -114,15 +114,17 @@ def test_a_serving_setting_relays_the_repository_and_reconverts_no_model(tiny_pr
     """DVC's own `dvc status` says what a change reruns: batching settings never re-export ONNX."""
     params_file = tiny_project / "params.yaml"
     original = params_file.read_text()
+    # Stages of data sets the kept experiments do not use never ran: they are listed either way.
+    never_ran = set(json.loads(run(["dvc", "status", "--json"], tiny_project)))
     params = yaml.safe_load(original)
     params["serving"]["max_queue_delay_ms"] = 5
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        changed = json.loads(run(["dvc", "status", "--json"], tiny_project))
+        changed = set(json.loads(run(["dvc", "status", "--json"], tiny_project))) - never_ran
     finally:
         params_file.write_text(original)
-    assert {stage.split(":")[-1] for stage in changed} == {f"repository@{name}" for name in KEPT}
-    assert json.loads(run(["dvc", "status", "--json"], tiny_project)) == {}
+    assert changed == {f"repository@{name}" for name in KEPT}
+    assert not any(stage.startswith(("export@", "train@", "evaluate@")) for stage in never_ran)
 
 
 def _weights(model_dir: Path) -> list:

@@ -272,6 +272,16 @@ def test_malformed_grpc_messages_get_invalid_argument(server, case):
         assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready
 
 
+def test_a_grpc_message_over_the_body_limit_gets_resource_exhausted(server):
+    request = _message(lambda r, t: r.raw_input_contents.__setitem__(0, b"\0" * (9 * 1024 * 1024)))
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ModelInfer(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready
+
+
 def test_typed_grpc_contents_are_accepted_too(server, tiny_repository):
     values = np.random.default_rng(5).normal(size=(2, 2)).astype(np.float32)
     request = service_pb2.ModelInferRequest(model_name="mlp_vector")
