@@ -11,7 +11,6 @@ goes to the log) for anything else.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -29,10 +28,9 @@ from starlette.status import HTTP_413_CONTENT_TOO_LARGE
 from dlzoo.serving import protocol, schema
 from dlzoo.serving.errors import InferenceError
 from dlzoo.serving.models import Overrides, ServedModel, default_threads, load_repository
-from dlzoo.serving.service import EXTENSIONS, SERVER_NAME, InferenceService
+from dlzoo.serving.service import EXTENSIONS, SERVER_NAME, InferenceService, off_loop_if_large
 
 LOG = logging.getLogger("dlzoo.serving")
-INLINE_BYTES = 64 * 1024  # parse and encode on the event loop below this; on a thread above
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # int64/uint64 fields of ModelConfig that protobuf's JSON writes as strings; Triton writes numbers.
 _INT64_FIELDS = {"dims", "versions", "max_queue_delay_microseconds", "default_timeout_microseconds"}
@@ -176,10 +174,10 @@ def _add_infer_route(app: FastAPI, settings: ServeSettings) -> None:
             model = service.model(name, request.path_params.get("model_version"))
             body = await _read_body(request, settings.max_body_bytes)
             header_length = request.headers.get(HEADER_LENGTH)
-            parsed = await _off_loop_if_large(len(body), protocol.parse_rest, body, header_length, model)
+            parsed = await off_loop_if_large(len(body), protocol.parse_rest, body, header_length, model)
             results = await service.infer(model, parsed.batch, parsed.timeout_s)
             size = parsed.batch.size * 8
-            payload, json_length = await _off_loop_if_large(
+            payload, json_length = await off_loop_if_large(
                 size, protocol.rest_response, model, parsed, results
             )
         except InferenceError as error:
@@ -212,13 +210,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise InferenceError(too_large, HTTP_413_CONTENT_TOO_LARGE)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _off_loop_if_large(size: int, function, *args):
-    """Small payloads take well under a millisecond to parse: a thread hop would cost more."""
-    if size <= INLINE_BYTES:
-        return function(*args)
-    return await asyncio.to_thread(function, *args)
 
 
 def _describe_bodies(app: FastAPI) -> None:

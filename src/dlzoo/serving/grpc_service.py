@@ -10,7 +10,6 @@ the same checks, batchers and metrics as REST. Outputs are always answered in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,10 +24,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from dlzoo.serving import protocol, tensors
 from dlzoo.serving.errors import InferenceError
-from dlzoo.serving.service import EXTENSIONS, SERVER_NAME, InferenceService
+from dlzoo.serving.service import EXTENSIONS, SERVER_NAME, InferenceService, off_loop_if_large
 
 LOG = logging.getLogger("dlzoo.serving")
-INLINE_BYTES = 64 * 1024
 # The typed `contents` field that carries each datatype (InferTensorContents).
 CONTENTS_FIELDS = {
     "BOOL": "bool_contents",
@@ -133,11 +131,11 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer():
             model = self.service.model(request.model_name, request.model_version)
             size = sum(len(raw) for raw in request.raw_input_contents)
-            parsed = await _off_loop_if_large(size, parse_infer_request, request, model)
+            parsed = await off_loop_if_large(size, parse_infer_request, request, model)
             remaining = context.time_remaining()  # the client's deadline, if it set one
             limits = [limit for limit in (parsed.timeout_s, remaining) if limit is not None]
             results = await self.service.infer(model, parsed.batch, min(limits) if limits else None)
-            return await _off_loop_if_large(
+            return await off_loop_if_large(
                 parsed.batch.size * 8, infer_response, model, request.id, parsed, results
             )
 
@@ -163,12 +161,6 @@ async def _answer(context: grpc.aio.ServicerContext, answer: Callable[[], Awaita
         LOG.exception("internal error in a gRPC call")
         failure = (grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
     await context.abort(*failure)
-
-
-async def _off_loop_if_large(size: int, function, *args):
-    if size <= INLINE_BYTES:
-        return function(*args)
-    return await asyncio.to_thread(function, *args)
 
 
 def parse_infer_request(request: pb.ModelInferRequest, model) -> protocol.InferRequest:

@@ -18,6 +18,16 @@ SERVER_NAME = "dlzoo"
 EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration"]
 
 
+INLINE_BYTES = 64 * 1024  # parse and encode on the event loop below this; on a thread above
+
+
+async def off_loop_if_large(size: int, function, *args):
+    """Small payloads take well under a millisecond to parse: a thread hop would cost more."""
+    if size <= INLINE_BYTES:
+        return function(*args)
+    return await asyncio.to_thread(function, *args)
+
+
 class InferenceService:
     def __init__(self, models: dict[str, ServedModel], threads: int, request_timeout_s: float):
         self.models = models
