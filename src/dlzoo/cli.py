@@ -7,20 +7,24 @@ import sys
 from pathlib import Path
 
 from dlzoo.config import DEFAULT_PARAMS, load_params
-from dlzoo.data.download import DOWNLOADABLE, download
-from dlzoo.data.generated import GENERATED, generate
-from dlzoo.data.preprocess import PREPROCESSED, preprocess
-from dlzoo.data.splits import write_splits
-from dlzoo.data.store import atomic_directory
 from dlzoo.errors import DlzooError
+
+# Each command imports what it needs when it runs: `dlzoo serve` and `dlzoo train` do not pay
+# for scikit-learn's data sets, pooch and requests (about 2.5 s of start-up per stage here).
 
 
 def _download(args: argparse.Namespace) -> None:
+    from dlzoo.data.download import download
+
     record = download(args.dataset, load_params(args.params).data, args.out)
     print(f"{args.dataset}: {record['description']} -> {args.out}")
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from dlzoo.data.generated import generate
+    from dlzoo.data.splits import write_splits
+    from dlzoo.data.store import atomic_directory
+
     splits, info = generate(args.dataset, load_params(args.params).data)
     with atomic_directory(args.out) as staging:
         info = write_splits(staging, splits, info)
@@ -28,6 +32,8 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _preprocess(args: argparse.Namespace) -> None:
+    from dlzoo.data.preprocess import preprocess
+
     info = preprocess(args.dataset, load_params(args.params).data, args.raw, args.out)
     _print_counts(args.dataset, info)
 
@@ -167,17 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     command = commands.add_parser("download", help="fetch (full) or make (demo) a data set's raw files")
-    command.add_argument("dataset", choices=DOWNLOADABLE)
+    command.add_argument(
+        "dataset", help="a data set of this stage (an unknown one is refused with the list of valid ones)"
+    )
     command.add_argument("--out", type=Path, required=True, help="raw directory to write")
     command.set_defaults(run=_download)
 
     command = commands.add_parser("generate", help="generate a synthetic data set's splits")
-    command.add_argument("dataset", choices=GENERATED)
+    command.add_argument(
+        "dataset", help="a data set of this stage (an unknown one is refused with the list of valid ones)"
+    )
     command.add_argument("--out", type=Path, required=True, help="processed directory to write")
     command.set_defaults(run=_generate)
 
     command = commands.add_parser("preprocess", help="turn raw files into train/val/test splits")
-    command.add_argument("dataset", choices=PREPROCESSED)
+    command.add_argument(
+        "dataset", help="a data set of this stage (an unknown one is refused with the list of valid ones)"
+    )
     command.add_argument("--raw", type=Path, required=True, help="raw directory from the download stage")
     command.add_argument("--out", type=Path, required=True, help="processed directory to write")
     command.set_defaults(run=_preprocess)

@@ -23,10 +23,19 @@ OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmspr
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:
-    """Seeds Python, NumPy and TensorFlow; optionally makes TF ops deterministic."""
+    """Seeds Python, NumPy and TensorFlow and turns TF's op determinism on or off.
+
+    Off explicitly: the switch is process-wide, and a process that trains twice (a notebook, a
+    test session) must not keep an earlier run's setting (Keras then silently drops XLA).
+    TensorFlow exports only the "enable" half; the "disable" half is the same private module's.
+    """
+    from tensorflow.python.framework import config as tf_config
+
     keras.utils.set_random_seed(seed)
     if deterministic:
-        tf.config.experimental.enable_op_determinism()
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
 
 
 def make_dataset(

@@ -194,3 +194,14 @@ def test_same_seed_gives_identical_weights_on_cpu():
         runs.append(model.get_weights())
     for first, second in zip(*runs, strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+def test_op_determinism_follows_the_latest_call_not_an_earlier_one():
+    """The switch is process-wide: a non-deterministic run after a deterministic one turns it off
+    (else Keras silently drops XLA for the second run)."""
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    training.set_seeds(1, deterministic=True)
+    assert is_op_determinism_enabled()
+    training.set_seeds(1, deterministic=False)
+    assert not is_op_determinism_enabled()

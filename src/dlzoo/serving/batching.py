@@ -112,7 +112,8 @@ class Batcher:
                 if remaining <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                    async with asyncio.timeout(remaining):  # a queued item stays queued on time-out
+                        item = await self.queue.get()
                 except TimeoutError:
                     break
             if item.future.done():

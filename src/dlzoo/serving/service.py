@@ -74,7 +74,9 @@ class InferenceService:
         """Runs one request through its model's batcher within the server's time limit (or the client's)."""
         limit = min(self.request_timeout_s, client_timeout_s or self.request_timeout_s)
         try:
-            return await asyncio.wait_for(self.batchers[model.name].infer(batch), limit)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every call in a new task.
+            async with asyncio.timeout(limit):
+                return await self.batchers[model.name].infer(batch)
         except TimeoutError:
             raise InferenceError(
                 f"model {model.name} did not answer within {limit:g} s (queue and compute); retry later "
