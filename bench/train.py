@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlzoo import runtime, training
+from dlzoo import fitting, runtime, training
 from dlzoo.config import load_params
 from dlzoo.models import builder
 from dlzoo.models.inputs import InputSpec
@@ -66,7 +66,7 @@ def samples_per_second(experiment, spec: InputSpec, variant: str, count: int, ep
         def fit(epoch_count):
             model.fit(x, targets, batch_size=config.batch_size, epochs=epoch_count, verbose=0)
     else:
-        dataset = training.make_dataset(
+        dataset = fitting.make_dataset(
             (x, y), spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=0
         )
 

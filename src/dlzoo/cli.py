@@ -39,7 +39,7 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from dlzoo.stages import train  # TensorFlow loads only for the stages that need it
+    from dlzoo.stages import train
 
     summary = train.run(
         args.experiment, load_params(args.params), args.data, args.out, args.history, args.pretrained

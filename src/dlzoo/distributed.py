@@ -20,9 +20,9 @@ import tensorflow as tf
 
 from dlzoo.config.experiments import TrainingConfig
 from dlzoo.errors import DlzooError
+from dlzoo.fitting import Split, make_dataset, make_optimizer
 from dlzoo.models.inputs import InputSpec
 from dlzoo.runtime import all_layers
-from dlzoo.training import Split, make_dataset, make_optimizer
 
 SUM = tf.distribute.ReduceOp.SUM
 

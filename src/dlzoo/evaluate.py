@@ -16,23 +16,10 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as sk
 
+from dlzoo.problems import probabilities
+
 Arrays = dict[str, np.ndarray]
 _EPSILON = 1e-7
-
-
-def task_kind(info: dict[str, Any], family: str) -> str:
-    if family == "autoencoder":
-        return "reconstruction"
-    return {"binary_classification": "binary", "multiclass_classification": "multiclass"}.get(
-        info["task"], "regression"
-    )
-
-
-def probabilities(outputs: np.ndarray) -> np.ndarray:
-    """(n, classes) probabilities from a model's outputs: one sigmoid unit becomes two columns."""
-    if outputs.ndim == 2 and outputs.shape[1] == 1:
-        return np.hstack([1.0 - outputs, outputs])
-    return outputs
 
 
 def classification_metrics(outputs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def test_a_saved_transformer_loads_in_a_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))
     script = (
-        "import sys, numpy as np; from pathlib import Path; from dlzoo.stages.evaluate import load_trained; "
+        "import sys, numpy as np; from pathlib import Path; from dlzoo.trained import load_trained; "
         "d = Path(sys.argv[1]); m = load_trained(d); "
         "actual = m.predict(np.load(d / 'x.npy'), verbose=0); "
         "np.testing.assert_allclose(actual, np.load(d / 'expected.npy'), atol=1e-6)"

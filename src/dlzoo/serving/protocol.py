@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from dlzoo.evaluate import probabilities
+from dlzoo.problems import probabilities
 from dlzoo.serving import tensors
 from dlzoo.serving.errors import InferenceError
 from dlzoo.serving.models import CLASSIFIER_KINDS, ServedModel

@@ -6,34 +6,19 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 import numpy as np
 
-import dlzoo.models  # noqa: F401  (registers the custom layers that saved models refer to)
 from dlzoo import evaluate as scoring
-from dlzoo import plots, tracking
+from dlzoo import plots, problems, tracking
 from dlzoo.config import Params
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.store import atomic_directory, load_json, save_json
 from dlzoo.data.text import Vocabulary
-from dlzoo.scratch.mlp import NumpyMLP
+from dlzoo.trained import load_trained, predict
 
 SPLITS = ("test", "test_full")
 SAMPLES_SHOWN = 16
-
-
-def load_trained(model_dir: Path) -> Any:
-    if (model_dir / "model.npz").is_file():
-        return NumpyMLP.load(model_dir / "model.npz")
-    return keras.models.load_model(model_dir / "model.keras")
-
-
-def predict(model: Any, x: np.ndarray) -> np.ndarray:
-    if isinstance(model, NumpyMLP):
-        return model.predict_proba(x.astype(np.float64)).astype(np.float32)
-    dtype = np.int32 if np.issubdtype(x.dtype, np.integer) and x.dtype != np.uint8 else np.float32
-    return model.predict(x.astype(dtype), batch_size=256, verbose=0)
 
 
 def run(
@@ -47,7 +32,7 @@ def run(
 ) -> dict[str, Any]:
     experiment = params.experiment(name)
     info, summary = load_info(data_dir), load_json(model_dir / "summary.json")
-    kind = scoring.task_kind(info, experiment.family)
+    kind = problems.task_kind(info, experiment.family)
     model = load_trained(model_dir)
     results: dict[str, Any] = {
         "experiment": name,
@@ -75,7 +60,7 @@ def _score(kind, model, x, y, info, out_dir, split, name) -> dict[str, Any]:
     outputs = predict(model, x)
     if kind in ("binary", "multiclass"):
         scores = scoring.classification_metrics(outputs, y, info["classes"])
-        predicted = scoring.probabilities(outputs).argmax(axis=1)
+        predicted = problems.probabilities(outputs).argmax(axis=1)
         scoring.write_predictions_csv(out_dir / f"{split}_predictions.csv", y, predicted, info["classes"])
         title = f"{name}: {split} confusion matrix"
         plots.confusion_matrix(
@@ -93,7 +78,7 @@ def _example_plots(kind, model, data_dir, info, out_dir, name) -> None:
     shown = slice(0, SAMPLES_SHOWN)
     if x.ndim == 2 and x.shape[1] == 2:  # moons, blobs: the decision boundary
         plots.decision_boundary(
-            lambda grid: scoring.probabilities(predict(model, grid)).argmax(axis=1),
+            lambda grid: problems.probabilities(predict(model, grid)).argmax(axis=1),
             x,
             y,
             out_dir / "decision_boundary.png",
@@ -117,7 +102,7 @@ def _example_plots(kind, model, data_dir, info, out_dir, name) -> None:
     elif "vocabulary" in info.get("input", {}):
         vocabulary = Vocabulary.load(data_dir / info["input"]["vocabulary"])
         texts = [vocabulary.decode(ids) for ids in x[:6]]
-        scores = scoring.probabilities(predict(model, x[:6]))[:, 1]
+        scores = problems.probabilities(predict(model, x[:6]))[:, 1]
         plots.text_predictions(
             texts,
             y[:6],
@@ -127,7 +112,7 @@ def _example_plots(kind, model, data_dir, info, out_dir, name) -> None:
             f"{name}: test reviews (as the model sees them)",
         )
     elif x.ndim >= 3:
-        predicted = scoring.probabilities(predict(model, x[shown])).argmax(axis=1)
+        predicted = problems.probabilities(predict(model, x[shown])).argmax(axis=1)
         plots.image_predictions(
             x[shown],
             y[shown],

@@ -12,15 +12,14 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from dlzoo import evaluate as scoring
-from dlzoo import export, repository, tracking
+from dlzoo import export, problems, repository, tracking
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExportSettings
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.store import load_json
 from dlzoo.models.inputs import InputSpec
 from dlzoo.scratch.mlp import NumpyMLP
-from dlzoo.stages.evaluate import load_trained
+from dlzoo.trained import load_trained
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def export_model(
 ) -> Exported:
     """Converts a trained model to ONNX and checks it on the data set's test samples."""
     info = load_info(data_dir)
-    kind = scoring.task_kind(info, family)
+    kind = problems.task_kind(info, family)
     x, _ = load_split(data_dir, "test")
     x = x[: settings.parity_samples]
     spec = InputSpec.from_info(info)

@@ -1,0 +1,47 @@
+"""What every training loop shares: a split's tf.data pipeline and the optimiser.
+
+Keras' `fit` (dlzoo.training) and the multi-worker custom loop (dlzoo.distributed) both build
+on this module, so neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dlzoo.config.experiments import TrainingConfig
+from dlzoo.models.inputs import InputSpec
+
+Split = tuple[np.ndarray, np.ndarray]
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+
+
+def make_dataset(
+    split: Split, spec: InputSpec, batch_size: int, *, reconstruct: bool, shuffle_seed: int | None
+) -> tf.data.Dataset:
+    """Batches of (inputs, targets). An autoencoder's targets are its own rescaled, flat inputs."""
+    x, y = split
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    input_dtype = tf.int32 if spec.dtype == "int32" else tf.float32
+
+    def to_model_types(inputs, targets):
+        inputs = tf.cast(inputs, input_dtype)
+        if reconstruct:
+            return inputs, tf.reshape(inputs, [-1]) * (spec.scale or 1.0)
+        return inputs, tf.cast(targets, tf.float32 if targets.dtype.is_floating else tf.int64)
+
+    dataset = dataset.map(to_model_types, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(config: TrainingConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+    rate = learning_rate
+    if config.lr_schedule is not None:
+        schedule = config.lr_schedule
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, schedule.decay_steps, schedule.decay_rate, staircase=schedule.staircase
+        )
+    return OPTIMIZERS[config.optimizer](learning_rate=rate)
