@@ -38,7 +38,8 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
         metadata = repository.read_metadata(entry)
         model_path = entry / repository.VERSION / repository.MODEL_FILE
         headline = results["headline"]
-        extra = f" (all 2,000: {results['test_full']['accuracy']:.4f})" if "test_full" in results else ""
+        full = results.get("test_full")
+        extra = f" (all {full['samples']:,} test: {full['accuracy']:.4f})" if full else ""
         found.append(
             {
                 "experiment": name,

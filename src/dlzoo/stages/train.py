@@ -30,7 +30,7 @@ from dlzoo.models.inputs import InputSpec
 from dlzoo.scratch.mlp import NumpyMLP
 from dlzoo.scratch.mlp import fit as fit_numpy
 
-EVALUATED_SPLITS = ("test", "test_full")  # test_full: e.g. all 2,000 CIFAR-10 test cats and dogs
+EVALUATED_SPLITS = ("test", "test_full")  # test_full: every test sample of a subset (cats vs dogs)
 
 
 def run(
