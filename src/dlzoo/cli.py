@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dlzoo.config import DEFAULT_PARAMS, load_params
 from dlzoo.errors import DlzooError
@@ -165,132 +167,22 @@ def _print_counts(dataset: str, info: dict) -> None:
         )
 
 
+def _path(help_text: str) -> dict[str, Any]:
+    return {"type": Path, "required": True, "help": help_text}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlzoo", description=__doc__)
     parser.add_argument(
         "--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: %(default)s)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    command = commands.add_parser("download", help="fetch (full) or make (demo) a data set's raw files")
-    command.add_argument(
-        "dataset", help="a data set of this stage (an unknown one is refused with the list of valid ones)"
-    )
-    command.add_argument("--out", type=Path, required=True, help="raw directory to write")
-    command.set_defaults(run=_download)
-
-    command = commands.add_parser("generate", help="generate a synthetic data set's splits")
-    command.add_argument(
-        "dataset", help="a data set of this stage (an unknown one is refused with the list of valid ones)"
-    )
-    command.add_argument("--out", type=Path, required=True, help="processed directory to write")
-    command.set_defaults(run=_generate)
-
-    command = commands.add_parser("preprocess", help="turn raw files into train/val/test splits")
-    command.add_argument(
-        "dataset", help="a data set of this stage (an unknown one is refused with the list of valid ones)"
-    )
-    command.add_argument("--raw", type=Path, required=True, help="raw directory from the download stage")
-    command.add_argument("--out", type=Path, required=True, help="processed directory to write")
-    command.set_defaults(run=_preprocess)
-
-    command = commands.add_parser("train", help="train one experiment of params.yaml and log it to MLflow")
-    command.add_argument("experiment", help="a key of `experiments` in params.yaml")
-    command.add_argument("--data", type=Path, required=True, help="processed data directory")
-    command.add_argument("--out", type=Path, required=True, help="model directory to write")
-    command.add_argument("--history", type=Path, required=True, help="per-epoch history CSV to write")
-    command.add_argument("--pretrained", type=Path, help="raw directory of pretrained weights (transfer)")
-    command.set_defaults(run=_train)
-
-    command = commands.add_parser("evaluate", help="test metrics and plots of a trained experiment")
-    command.add_argument("experiment")
-    command.add_argument("--model", type=Path, required=True, help="model directory from the train stage")
-    command.add_argument("--data", type=Path, required=True, help="processed data directory")
-    command.add_argument("--history", type=Path, required=True, help="history CSV from the train stage")
-    command.add_argument("--metrics", type=Path, required=True, help="metrics JSON to write")
-    command.add_argument("--plots", type=Path, required=True, help="directory of PNG plots to write")
-    command.set_defaults(run=_evaluate)
-
-    command = commands.add_parser("export", help="export to ONNX, check parity, register in MLflow")
-    command.add_argument("experiment")
-    command.add_argument("--model", type=Path, required=True, help="model directory from the train stage")
-    command.add_argument("--data", type=Path, required=True, help="processed data directory (test samples)")
-    command.add_argument("--out", type=Path, required=True, help="export directory to write")
-    command.set_defaults(run=_export)
-
-    command = commands.add_parser("repository", help="lay out an export as a model repository entry")
-    command.add_argument("experiment")
-    command.add_argument("--export", type=Path, required=True, help="export directory from the export stage")
-    command.add_argument("--out", type=Path, required=True, help="repository entry to write")
-    command.set_defaults(run=_repository)
-
-    command = commands.add_parser("report", help="the summary table of every experiment")
-    command.add_argument("--metrics", type=Path, required=True, help="directory of metrics JSON files")
-    command.add_argument("--repository", type=Path, required=True, help="the model repository")
-    command.add_argument("--plots", type=Path, required=True, help="directory of per-experiment plots")
-    command.add_argument("--out", type=Path, required=True, help="markdown file to write")
-    command.set_defaults(run=_report)
-
-    command = commands.add_parser("serve", help="serve the model repository over the Open Inference Protocol")
-    _add_serve_arguments(command)
-    command.set_defaults(run=_serve)
+    for name, (help_text, handler, arguments) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text)
+        for flag, options in arguments.items():
+            command.add_argument(flag, **options)
+        command.set_defaults(run=handler)
     return parser
-
-
-def _add_serve_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--repository", type=Path, default=Path("models/repository"), help="default: %(default)s"
-    )
-    command.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind, REST and gRPC (default: %(default)s, local only)",
-    )
-    command.add_argument("--port", type=int, default=8000, help="REST port (default: %(default)s)")
-    command.add_argument(
-        "--grpc-port", type=int, help="gRPC port (default: no gRPC server; 8001 is Triton's)"
-    )
-    command.add_argument("--model", action="append", default=[], help="serve only this model (repeatable)")
-    batching = "(default: each model's config.pbtxt, written from params.yaml's `serving`)"
-    command.add_argument(
-        "--max-batch-size", type=_positive_int, help=f"samples per request and per merged batch {batching}"
-    )
-    command.add_argument(
-        "--max-queue-delay-ms",
-        type=_non_negative_float,
-        help=f"how long the batcher waits for more requests to merge {batching}",
-    )
-    command.add_argument(
-        "--max-queue-size",
-        type=_positive_int,
-        help=f"requests queued or running per model; one more gets 503 at once {batching}",
-    )
-    command.add_argument("--no-dynamic-batching", action="store_true", help="run every request on its own")
-    command.add_argument(
-        "--request-timeout-s",
-        type=_positive_float,
-        default=30.0,
-        help="longest a request may wait and run; then 504 / DEADLINE_EXCEEDED (default: %(default)s)",
-    )
-    command.add_argument(
-        "--max-body-mib",
-        type=_positive_float,
-        default=8.0,
-        help="request body limit, REST and gRPC (default: %(default)s MiB)",
-    )
-    command.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="ONNX Runtime runs at once over all models (default: the model instances, at most the cores)",
-    )
-    command.add_argument(
-        "--intra-op-threads",
-        type=_positive_int,
-        help="ONNX Runtime threads per run (default: cores // --threads, so runs x threads <= cores)",
-    )
-    command.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
 
 
 def _positive_float(text: str) -> float:
@@ -312,6 +204,131 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+DATASET = {"help": "a data set of this stage (an unknown one is refused with the list of valid ones)"}
+EXPERIMENT = {"help": "a key of `experiments` in params.yaml"}
+BATCHING = "(default: each model's config.pbtxt, written from params.yaml's `serving`)"
+
+
+SERVE_ARGUMENTS: dict[str, dict] = {
+    "--repository": {"type": Path, "default": Path("models/repository"), "help": "default: %(default)s"},
+    "--host": {
+        "default": "127.0.0.1",
+        "help": "address to bind, REST and gRPC (default: %(default)s, local only)",
+    },
+    "--port": {"type": int, "default": 8000, "help": "REST port (default: %(default)s)"},
+    "--grpc-port": {"type": int, "help": "gRPC port (default: no gRPC server; 8001 is Triton's)"},
+    "--model": {"action": "append", "default": [], "help": "serve only this model (repeatable)"},
+    "--max-batch-size": {
+        "type": _positive_int,
+        "help": f"samples per request and per merged batch {BATCHING}",
+    },
+    "--max-queue-delay-ms": {
+        "type": _non_negative_float,
+        "help": f"how long the batcher waits for more requests to merge {BATCHING}",
+    },
+    "--max-queue-size": {
+        "type": _positive_int,
+        "help": f"requests queued or running per model; one more gets 503 at once {BATCHING}",
+    },
+    "--no-dynamic-batching": {"action": "store_true", "help": "run every request on its own"},
+    "--request-timeout-s": {
+        "type": _positive_float,
+        "default": 30.0,
+        "help": "longest a request may wait and run; then 504 / DEADLINE_EXCEEDED (default: %(default)s)",
+    },
+    "--max-body-mib": {
+        "type": _positive_float,
+        "default": 8.0,
+        "help": "request body limit, REST and gRPC (default: %(default)s MiB)",
+    },
+    "--threads": {
+        "type": _positive_int,
+        "help": "ONNX Runtime runs at once over all models (default: the model instances, at most the cores)",
+    },
+    "--intra-op-threads": {
+        "type": _positive_int,
+        "help": "ONNX Runtime threads per run (default: cores // --threads, so runs x threads <= cores)",
+    },
+    "--log-level": {"default": "info", "choices": ["critical", "error", "warning", "info", "debug"]},
+}
+
+# Each subcommand: its help, its handler and its arguments (flag -> add_argument options).
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, dict]]] = {
+    "download": (
+        "fetch (full) or make (demo) a data set's raw files",
+        _download,
+        {"dataset": DATASET, "--out": _path("raw directory to write")},
+    ),
+    "generate": (
+        "generate a synthetic data set's splits",
+        _generate,
+        {"dataset": DATASET, "--out": _path("processed directory to write")},
+    ),
+    "preprocess": (
+        "turn raw files into train/val/test splits",
+        _preprocess,
+        {
+            "dataset": DATASET,
+            "--raw": _path("raw directory from the download stage"),
+            "--out": _path("processed directory to write"),
+        },
+    ),
+    "train": (
+        "train one experiment of params.yaml and log it to MLflow",
+        _train,
+        {
+            "experiment": EXPERIMENT,
+            "--data": _path("processed data directory"),
+            "--out": _path("model directory to write"),
+            "--history": _path("per-epoch history CSV to write"),
+            "--pretrained": {"type": Path, "help": "raw directory of pretrained weights (transfer)"},
+        },
+    ),
+    "evaluate": (
+        "test metrics and plots of a trained experiment",
+        _evaluate,
+        {
+            "experiment": EXPERIMENT,
+            "--model": _path("model directory from the train stage"),
+            "--data": _path("processed data directory"),
+            "--history": _path("history CSV from the train stage"),
+            "--metrics": _path("metrics JSON to write"),
+            "--plots": _path("directory of PNG plots to write"),
+        },
+    ),
+    "export": (
+        "export to ONNX, check parity, register in MLflow",
+        _export,
+        {
+            "experiment": EXPERIMENT,
+            "--model": _path("model directory from the train stage"),
+            "--data": _path("processed data directory (test samples)"),
+            "--out": _path("export directory to write"),
+        },
+    ),
+    "repository": (
+        "lay out an export as a model repository entry",
+        _repository,
+        {
+            "experiment": EXPERIMENT,
+            "--export": _path("export directory from the export stage"),
+            "--out": _path("repository entry to write"),
+        },
+    ),
+    "report": (
+        "the summary table of every experiment",
+        _report,
+        {
+            "--metrics": _path("directory of metrics JSON files"),
+            "--repository": _path("the model repository"),
+            "--plots": _path("directory of per-experiment plots"),
+            "--out": _path("markdown file to write"),
+        },
+    ),
+    "serve": ("serve the model repository over the Open Inference Protocol", _serve, SERVE_ARGUMENTS),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dlzoo.config.data import CatsDogsConfig, DataConfig
+from dlzoo.config.data import CatsDogsConfig, DataConfig, ImdbConfig
 from dlzoo.data import formats
 from dlzoo.data.download import SOURCE_FILE
 from dlzoo.data.sources import REMOTE_FILES
@@ -111,48 +111,21 @@ def _shuffled(pieces: list[tuple[np.ndarray, int]], rng: np.random.Generator) ->
 
 def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir: Path) -> dict:
     settings = config.imdb
-    order = np.random.default_rng(config.seed).permutation(len(raw.train_texts))
-    train_texts = [raw.train_texts[i] for i in order]
-    (train_ids, train_y), (val_ids, val_y) = tail_split(
-        np.arange(len(order)), raw.train_labels[order], settings.val_fraction
-    )
-    fit_texts = [train_texts[i] for i in train_ids]
+    texts, labels = _imdb_splits(raw, config.seed, settings.val_fraction)
     # The vocabulary sees the training part only: validation and test words stay unseen.
-    vocabulary = Vocabulary.build(fit_texts, max(settings.vocab_sizes) - 3)
-    vocabulary.save(out_dir / VOCABULARY_FILE)
     largest = max(settings.vocab_sizes)
-    texts = {"train": fit_texts, "val": [train_texts[i] for i in val_ids], "test": raw.test_texts}
-    labels = {"train": train_y, "val": val_y, "test": raw.test_labels}
+    vocabulary = Vocabulary.build(texts["train"], largest - 3)
+    vocabulary.save(out_dir / VOCABULARY_FILE)
     encoded = {name: [vocabulary.encode(text, largest) for text in texts[name]] for name in texts}
-    lengths = np.array([len(ids) for ids in encoded["train"]])
     variants = {}
     for vocab_size in settings.vocab_sizes:
         splits = {
-            name: (
-                _limit(
-                    pad(encoded[name], settings.max_length, settings.padding, settings.truncating), vocab_size
-                ),
-                labels[name],
-            )
+            name: (_limit(pad(encoded[name], *_padding(settings)), vocab_size), labels[name])
             for name in texts
         }
-        variant_info = {
-            **base_info,
-            "dataset": f"imdb/vocab_{vocab_size}",
-            "task": "binary_classification",
-            "classes": ["negative", "positive"],
-            "input": {
-                "vocabulary": f"../{VOCABULARY_FILE}",
-                "vocab_size": vocab_size,
-                "max_length": settings.max_length,
-                "padding": settings.padding,
-                "truncating": settings.truncating,
-                "pad_id": PAD_ID,
-                "start_id": START_ID,
-                "oov_id": OOV_ID,
-            },
-        }
+        variant_info = {**base_info, **_imdb_variant_info(settings, vocab_size)}
         variants[f"vocab_{vocab_size}"] = write_splits(out_dir / f"vocab_{vocab_size}", splits, variant_info)
+    lengths = np.array([len(ids) for ids in encoded["train"]])
     summary = {
         **base_info,
         "task": "binary_classification",
@@ -166,6 +139,43 @@ def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir:
     }
     save_json(out_dir / INFO_FILE, summary)
     return summary
+
+
+def _imdb_splits(raw: formats.TextSplits, seed: int, val_fraction: float) -> tuple[dict, dict]:
+    """Texts and labels per split: validation is the tail of the shuffled training reviews."""
+    order = np.random.default_rng(seed).permutation(len(raw.train_texts))
+    train_texts = [raw.train_texts[i] for i in order]
+    (train_ids, train_y), (val_ids, val_y) = tail_split(
+        np.arange(len(order)), raw.train_labels[order], val_fraction
+    )
+    texts = {
+        "train": [train_texts[i] for i in train_ids],
+        "val": [train_texts[i] for i in val_ids],
+        "test": raw.test_texts,
+    }
+    return texts, {"train": train_y, "val": val_y, "test": raw.test_labels}
+
+
+def _padding(settings: ImdbConfig) -> tuple[int, str, str]:
+    return settings.max_length, settings.padding, settings.truncating
+
+
+def _imdb_variant_info(settings: ImdbConfig, vocab_size: int) -> dict:
+    return {
+        "dataset": f"imdb/vocab_{vocab_size}",
+        "task": "binary_classification",
+        "classes": ["negative", "positive"],
+        "input": {
+            "vocabulary": f"../{VOCABULARY_FILE}",
+            "vocab_size": vocab_size,
+            "max_length": settings.max_length,
+            "padding": settings.padding,
+            "truncating": settings.truncating,
+            "pad_id": PAD_ID,
+            "start_id": START_ID,
+            "oov_id": OOV_ID,
+        },
+    }
 
 
 def _limit(ids: np.ndarray, vocab_size: int) -> np.ndarray:
