@@ -22,10 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlzoo import fitting, runtime, training
+from dlzoo import fitting, models, runtime, training
 from dlzoo.config import load_params
-from dlzoo.models import builder
-from dlzoo.models.inputs import InputSpec
+from dlzoo.inputs import InputSpec
 
 # family: (experiment in params.yaml, input spec of its real data, samples by default)
 FAMILIES = {
@@ -52,9 +51,9 @@ def samples_per_second(experiment, spec: InputSpec, variant: str, count: int, ep
     keras.backend.clear_session()
     runtime.configure_precision(variant.endswith("mixed precision"))
     family, config = experiment.family, experiment.training
-    model = builder(family)(experiment.model, spec)
+    model = models.family(family).builder(experiment.model, spec)
     runtime.set_cudnn(model, enabled=not variant.endswith("no cuDNN RNN"))
-    reconstruct = family == "autoencoder"
+    reconstruct = models.family(family).reconstructs
     outputs = 1 if reconstruct else experiment.model.output_units
     x, y = random_data(spec, outputs, count, np.random.default_rng(0))
     training.compile_model(model, config, config.learning_rate, jit_compile=variant.endswith("XLA"))

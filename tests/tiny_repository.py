@@ -1,6 +1,6 @@
 """A model repository of tiny models, one (or more) per family, made by the pipeline's own code.
 
-Each model is built by its family's builder for a processed demo data set (the demo_data
+Each model is built by its family's `build` hook for a processed demo data set (the demo_data
 fixture), converted and parity-checked by the export stage's `export_model`, and laid out by the
 repository stage's `publish`: the same metadata.json, config.pbtxt, labels and vocabulary the
 pipeline writes. The weights are untrained: serving tests compare the server's answers with
@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dlzoo import repository
+from dlzoo import models, repository
 from dlzoo.config.experiments import ExportSettings, RnnConfig, ServingSettings
 from dlzoo.data.splits import load_info
-from dlzoo.models import builder
-from dlzoo.models.inputs import InputSpec
-from dlzoo.scratch.mlp import NumpyMLP
+from dlzoo.inputs import InputSpec
+from dlzoo.models.family import Assets, Family
 from dlzoo.stages.export import export_model
-from tests.unit.test_models import TINY
+from tests.unit.test_models import SMOKE
 
 MAX_BATCH_SIZE = 16
 EXPORT = ExportSettings(opset=17, tolerance=1e-4, parity_samples=16)
@@ -38,7 +37,7 @@ SINE_RNN = RnnConfig("simple_rnn", 4, "tanh", 0.0, 0.0, 0, False, (), "relu", 1,
 
 
 def _config(family: str, **changes):
-    return dataclasses.replace(TINY[family][0], **changes)
+    return dataclasses.replace(SMOKE[family][0], **changes)
 
 
 # model name: (family, processed demo data set, model config); the name says what the model is.
@@ -50,22 +49,22 @@ MODELS = {
     "transfer_image": ("transfer", "cats_dogs", _config("transfer")),
     "autoencoder_digits": ("autoencoder", "mnist", _config("autoencoder")),
     "transformer_text": ("transformer", "imdb/vocab_20000", _config("transformer")),
-    "scratch_vector": ("scratch_mlp", "moons", None),
+    "scratch_vector": ("scratch_mlp", "moons", _config("scratch_mlp")),
 }
 
 
-def _model(family: str, config, spec: InputSpec):
-    if config is None:  # the NumPy MLP: no Keras builder
-        return NumpyMLP.initialise([spec.shape[0], 8, 2], "tanh", np.random.default_rng(1))
-    return builder(family)(config, spec)
+def _model(family: Family, config, info: dict):
+    assets = Assets(classes=len(info.get("classes") or []), rng=np.random.default_rng(1))
+    return family.build(config, InputSpec.from_info(info), assets)
 
 
 def build(root: Path, demo_data: Path) -> Path:
     """Exports every model of MODELS under `root` and returns the model repository in it."""
-    for name, (family, data, config) in MODELS.items():
+    for name, (family_name, data, config) in MODELS.items():
         data_dir = demo_data / "processed" / data
-        model = _model(family, config, InputSpec.from_info(load_info(data_dir)))
-        exported = export_model(name, f"tiny-{family}", family, model, data_dir, EXPORT)
+        family = models.family(family_name)
+        model = _model(family, config, load_info(data_dir))
+        exported = export_model(name, f"tiny-{family_name}", family, model, data_dir, EXPORT)
         export_dir = root / "onnx" / name
         repository.write_export(export_dir, exported.onnx_bytes, exported.metadata, exported.files)
         repository.publish(export_dir, root / "repository" / name, SERVING)

@@ -21,7 +21,7 @@ import tensorflow as tf
 from dlzoo.config.experiments import TrainingConfig
 from dlzoo.errors import DlzooError
 from dlzoo.fitting import Split, make_dataset, make_optimizer
-from dlzoo.models.inputs import InputSpec
+from dlzoo.inputs import InputSpec
 from dlzoo.runtime import all_layers
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -155,6 +155,10 @@ def synchronize_batch_norm(model: keras.Model) -> None:
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def plain_copy(model: keras.Model, config: TrainingConfig) -> keras.Model:

@@ -20,7 +20,7 @@ import tf2onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dlzoo.errors import DlzooError
-from dlzoo.models.inputs import InputSpec
+from dlzoo.inputs import InputSpec
 from dlzoo.runtime import all_layers
 from dlzoo.scratch.mlp import NumpyMLP
 

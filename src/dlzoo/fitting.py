@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from dlzoo.config.experiments import TrainingConfig
-from dlzoo.models.inputs import InputSpec
+from dlzoo.inputs import InputSpec
 
 Split = tuple[np.ndarray, np.ndarray]
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 
-def task_kind(info: dict[str, Any], family: str) -> str:
-    if family == "autoencoder":
+def task_kind(info: dict[str, Any], reconstructs: bool) -> str:
+    """How a model is scored: a family that gives back its input is scored on reconstruction."""
+    if reconstructs:
         return "reconstruction"
     return {"binary_classification": "binary", "multiclass_classification": "multiclass"}.get(
         info["task"], "regression"

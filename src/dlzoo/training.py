@@ -8,15 +8,15 @@ unfrozen from a layer on, recompiled at the low learning rate, continuing the ep
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
 
+from dlzoo import distributed
 from dlzoo.config.experiments import TrainingConfig
 from dlzoo.fitting import Split, make_dataset, make_optimizer
-from dlzoo.models.inputs import InputSpec
-from dlzoo.models.transfer import unfreeze_from
+from dlzoo.inputs import InputSpec
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:
@@ -86,15 +86,16 @@ def train(
     verbose: int = 2,
     jit_compile: bool = False,
     strategy: tf.distribute.Strategy | None = None,
+    unfreeze: Callable[[keras.Model, int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Fits `model` (one or two phases) and returns one dict per epoch.
 
     Under a tf.distribute strategy the model must have been built in `strategy.scope()`; a
     multi-worker strategy trains with a custom loop (Keras 3.15's fit fails under it).
     """
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        from dlzoo import distributed
-
+    if config.fine_tune is not None and unfreeze is None:
+        raise ValueError("training.fine_tune needs the family's unfreeze policy (only transfer has one)")
+    if distributed.is_multi_worker(strategy):
         return distributed.train(
             model,
             config,
@@ -119,7 +120,7 @@ def train(
     history: list[dict[str, float]] = []
     for phase, learning_rate, epochs in phases:
         if phase == "fine_tune":
-            unfreeze_from(model, config.fine_tune.from_layer)
+            unfreeze(model, config.fine_tune.from_layer)
         # A new scope per phase (a scope is entered once); recompiling makes new trainable flags count.
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             compile_model(model, config, learning_rate, jit_compile)

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from dlzoo import training
-from dlzoo.models import builder
+from dlzoo import models, training
 from tests.unit.test_models import TINY, plain_training, tiny_data
 
 
@@ -23,7 +22,7 @@ def main(index: int, out_dir: Path) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     config, spec = TINY["mlp"]  # with batch normalisation: its moving averages must agree too
     with strategy.scope():
-        model = builder("mlp")(config, spec)
+        model = models.family("mlp").builder(config, spec)
     x, y = tiny_data(spec, config.output_units, np.random.default_rng(1), count=64)
     history = training.train(
         model,

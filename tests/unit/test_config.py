@@ -159,7 +159,8 @@ def test_experiment_level_rules(raw_params):
             {"decay_steps": 10, "decay_rate": 0.5, "staircase": True},
         )
     with pytest.raises(
-        ValueError, match=r"experiments\.moons_mlp\.training\.fine_tune: only the transfer family"
+        ValueError,
+        match=r"moons_mlp\.training\.fine_tune: the mlp family has no fine-tuning phase",
     ):
         build_with(
             raw_params,

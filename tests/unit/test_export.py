@@ -6,9 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from dlzoo import export, training
+from dlzoo import export, models, training
 from dlzoo.config.experiments import RnnConfig
-from dlzoo.models import builder
 from dlzoo.scratch.mlp import NumpyMLP
 from tests.unit.test_models import TEXT, TINY, plain_training, tiny_data
 
@@ -18,8 +17,8 @@ LOSSES = {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_cross
 def trained(family: str, config=None, spec=None):
     config = config or TINY[family][0]
     spec = spec or TINY[family][1]
-    model = builder(family)(config, spec)
-    reconstruct = family == "autoencoder"
+    model = models.family(family).builder(config, spec)
+    reconstruct = models.family(family).reconstructs
     loss = "binary_crossentropy" if reconstruct else LOSSES[config.output_activation]
     x, y = tiny_data(spec, 1 if reconstruct else config.output_units, np.random.default_rng(5), count=32)
     training.train(
@@ -46,7 +45,9 @@ def test_every_family_exports_with_a_dynamic_batch_and_matches_keras(family: str
     session = export.session(proto)
     for batch in (1, 7, len(x)):
         expected = model.predict(x[:batch], verbose=0)
-        parity = export.check_parity(session, expected, x[:batch], 1e-4, classify=family != "autoencoder")
+        parity = export.check_parity(
+            session, expected, x[:batch], 1e-4, classify=not models.family(family).reconstructs
+        )
         assert parity.max_abs_diff <= 1e-4 and parity.classes_agree
 
 
@@ -108,8 +109,8 @@ def test_a_saved_transformer_loads_in_a_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))
     script = (
-        "import sys, numpy as np; from pathlib import Path; from dlzoo.trained import load_trained; "
-        "d = Path(sys.argv[1]); m = load_trained(d); "
+        "import sys, numpy as np; from pathlib import Path; from dlzoo import models; "
+        "d = Path(sys.argv[1]); m = models.family('transformer').load(d); "
         "actual = m.predict(np.load(d / 'x.npy'), verbose=0); "
         "np.testing.assert_allclose(actual, np.load(d / 'expected.npy'), atol=1e-6)"
     )

@@ -20,7 +20,6 @@ KNOWN = {
     "dlzoo/stages/evaluate.py:_example_plots",
     "dlzoo/stages/export.py:export_model",
     "dlzoo/stages/train.py:run",
-    "dlzoo/stages/train.py:_train_keras",
     "dlzoo/training.py:train",
 }
 

@@ -1,14 +1,15 @@
 """Experiment settings: one block per experiment, with its family's model and its training.
 
-Adding an experiment is one block in params.yaml; adding a family is one model config class
-here (registered in FAMILY_CONFIGS) plus its builder in dlzoo.models.
+Adding an experiment is one block in params.yaml. The built-in families' model config classes
+live here (FAMILY_CONFIGS), so that reading params.yaml loads no Keras; a new family may define
+its config class in its own module, and `dlzoo.models.register` adds it here.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from dlzoo.config.base import bounded
 
@@ -63,6 +64,8 @@ class RnnConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
+    fine_tunes: ClassVar[bool] = True  # accepts training.fine_tune: a second, unfrozen phase
+
     image_size: int = bounded(ge=32)
     weights: Literal["imagenet", "none"]
     dropout: float = bounded(ge=0, lt=1)
@@ -179,8 +182,8 @@ class ExperimentConfig:
     def problems(self) -> dict[str, str]:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.task):
             return {"task": f"{self.task!r} must be lower-case letters, digits and dashes"}
-        if self.training.fine_tune is not None and self.family != "transfer":
-            return {"training.fine_tune": "only the transfer family has a fine-tuning phase; use null"}
+        if self.training.fine_tune is not None and not getattr(type(self.model), "fine_tunes", False):
+            return {"training.fine_tune": f"the {self.family} family has no fine-tuning phase; use null"}
         return {}
 
 

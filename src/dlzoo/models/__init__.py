@@ -1,29 +1,33 @@
-"""The architecture families: each a Functional-API builder (no compile, fit or I/O).
+"""The architecture families, by name: each a module with a `FAMILY` object (see family.py).
 
-A builder takes the family's model config and an InputSpec and returns an uncompiled
-keras.Model. Adding a family is one module plus one line here (and its config class in
-dlzoo.config.experiments). The NumPy MLP is not a Keras family: see dlzoo.scratch.
+Adding a family is one module that defines its config dataclass, its builder and its `FAMILY`,
+plus one `register` call (a line in `_BUILT_IN` for the families that ship with dlzoo).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dlzoo.config.experiments import FAMILY_CONFIGS
+from dlzoo.models import autoencoder, cnn, mlp, rnn, scratch_mlp, transfer, transformer
+from dlzoo.models.family import Family
 
-import keras
-
-from dlzoo.models import autoencoder, cnn, mlp, rnn, transfer, transformer
-
-FAMILIES: dict[str, Callable[..., keras.Model]] = {
-    "mlp": mlp.build,
-    "cnn": cnn.build,
-    "rnn": rnn.build,
-    "transfer": transfer.build,
-    "autoencoder": autoencoder.build,
-    "transformer": transformer.build,
-}
+FAMILIES: dict[str, Family] = {}
 
 
-def builder(family: str) -> Callable[..., keras.Model]:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
-    return FAMILIES[family]
+def register(family: Family) -> Family:
+    """Makes `family` known to the stages and its config class to params.yaml's `family:` key."""
+    if family.name in FAMILIES:
+        raise ValueError(f"a family named {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    FAMILY_CONFIGS[family.name] = family.config
+    return family
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; valid: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+_BUILT_IN = (mlp, cnn, rnn, transfer, autoencoder, transformer, scratch_mlp)
+for _module in _BUILT_IN:
+    FAMILIES[_module.FAMILY.name] = _module.FAMILY

@@ -8,8 +8,9 @@ import keras
 from keras import layers
 
 from dlzoo.config.experiments import AutoencoderConfig
+from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer, rescaled
-from dlzoo.models.inputs import InputSpec
+from dlzoo.models.family import KerasFamily
 
 
 def build(config: AutoencoderConfig, spec: InputSpec) -> keras.Model:
@@ -29,3 +30,7 @@ def build(config: AutoencoderConfig, spec: InputSpec) -> keras.Model:
     decoder = keras.Model(code, y, name="decoder")
 
     return keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
+
+
+# Trained to give back its (rescaled, flattened) input: targets are the inputs, scored as reconstruction.
+FAMILY = KerasFamily("autoencoder", AutoencoderConfig, build, reconstructs=True)

@@ -6,8 +6,9 @@ import keras
 from keras import layers
 
 from dlzoo.config.experiments import CnnConfig
+from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer, rescaled
-from dlzoo.models.inputs import InputSpec
+from dlzoo.models.family import KerasFamily
 
 
 def build(config: CnnConfig, spec: InputSpec) -> keras.Model:
@@ -24,3 +25,6 @@ def build(config: CnnConfig, spec: InputSpec) -> keras.Model:
             x = layers.Dropout(config.dropout)(x)
     outputs = output_layer(config.output_units, config.output_activation)(x)
     return keras.Model(inputs, outputs, name="cnn")
+
+
+FAMILY = KerasFamily("cnn", CnnConfig, build)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from dlzoo.models.inputs import InputSpec
+from dlzoo.inputs import InputSpec
 
 
 def model_input(spec: InputSpec) -> keras.KerasTensor:

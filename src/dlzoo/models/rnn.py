@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
 
-from dlzoo.config.experiments import RnnConfig
+from dlzoo import runtime
+from dlzoo.config.experiments import RnnConfig, TrainSettings
+from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
-from dlzoo.models.inputs import InputSpec
+from dlzoo.models.family import KerasFamily
 
 CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
@@ -34,3 +38,12 @@ def build(config: RnnConfig, spec: InputSpec) -> keras.Model:
         x = layers.Dense(units, activation=config.dense_activation)(x)
     outputs = output_layer(config.output_units, config.output_activation)(x)
     return keras.Model(inputs, outputs, name=config.cell)
+
+
+@dataclass(frozen=True)
+class RnnFamily(KerasFamily):
+    def adapt(self, config: RnnConfig, settings: TrainSettings, on_gpu: bool) -> tuple[RnnConfig, str | None]:
+        return runtime.for_device(config, settings, on_gpu)
+
+
+FAMILY = RnnFamily("rnn", RnnConfig, build)

@@ -10,14 +10,18 @@ keeps every BatchNormalization layer frozen, which Keras 3 runs in inference mod
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 from keras import layers
 
 from dlzoo.config.experiments import TransferConfig
+from dlzoo.data.download import SOURCE_FILE
+from dlzoo.data.store import load_json
+from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
-from dlzoo.models.inputs import InputSpec
+from dlzoo.models.family import Assets, KerasFamily
 
 BASE_NAME = "base"
 
@@ -53,3 +57,23 @@ def unfreeze_from(model: keras.Model, first_layer: int) -> None:
     base.trainable = True
     for index, layer in enumerate(base.layers):
         layer.trainable = index >= first_layer and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+@dataclass(frozen=True)
+class TransferFamily(KerasFamily):
+    def pretrained_weights(self, config: TransferConfig, pretrained_dir: Path | None) -> Path | None:
+        """The ImageNet weights file from the download stage, or None for random initial weights."""
+        if config.weights != "imagenet" or pretrained_dir is None:
+            return None
+        source = load_json(pretrained_dir / SOURCE_FILE)
+        if source.get("weights") != "imagenet":
+            print(f"note: {source['description']}")
+            return None
+        (file_name,) = source["files"]
+        return pretrained_dir / file_name
+
+    def build(self, config: TransferConfig, spec: InputSpec, assets: Assets) -> keras.Model:
+        return build(config, spec, weights_file=assets.weights_file)
+
+
+FAMILY = TransferFamily("transfer", TransferConfig, build, pretrained=True, unfreeze=unfreeze_from)

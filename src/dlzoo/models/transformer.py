@@ -11,8 +11,9 @@ import keras
 from keras import layers, ops
 
 from dlzoo.config.experiments import TransformerConfig
+from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
-from dlzoo.models.inputs import InputSpec
+from dlzoo.models.family import KerasFamily
 
 
 @keras.saving.register_keras_serializable(package="dlzoo")
@@ -61,3 +62,6 @@ def build(config: TransformerConfig, spec: InputSpec) -> keras.Model:
     x = layers.Dropout(config.dropout)(x)
     outputs = output_layer(config.output_units, config.output_activation)(x)
     return keras.Model(inputs, outputs, name="transformer")
+
+
+FAMILY = KerasFamily("transformer", TransformerConfig, build)

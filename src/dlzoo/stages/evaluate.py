@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,27 @@ import mlflow
 import numpy as np
 
 from dlzoo import evaluate as scoring
-from dlzoo import plots, problems, tracking
+from dlzoo import models, plots, problems, tracking
 from dlzoo.config import Params
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.store import atomic_directory, load_json, save_json
 from dlzoo.data.text import Vocabulary
-from dlzoo.trained import load_trained, predict
+from dlzoo.models.family import Family
 
 SPLITS = ("test", "test_full")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A trained model with its family: `predict` answers as the family predicts."""
+
+    family: Family
+    model: Any
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.family.predict(self.model, x)
+
+
 SAMPLES_SHOWN = 16
 
 
@@ -32,8 +46,9 @@ def run(
 ) -> dict[str, Any]:
     experiment = params.experiment(name)
     info, summary = load_info(data_dir), load_json(model_dir / "summary.json")
-    kind = problems.task_kind(info, experiment.family)
-    model = load_trained(model_dir)
+    family = models.family(experiment.family)
+    kind = problems.task_kind(info, family.reconstructs)
+    model = Loaded(family, family.load(model_dir))
     results: dict[str, Any] = {
         "experiment": name,
         "task": experiment.task,
@@ -56,8 +71,8 @@ def run(
     return results
 
 
-def _score(kind, model, x, y, info, out_dir, split, name) -> dict[str, Any]:
-    outputs = predict(model, x)
+def _score(kind, model: Loaded, x, y, info, out_dir, split, name) -> dict[str, Any]:
+    outputs = model.predict(x)
     if kind in ("binary", "multiclass"):
         scores = scoring.classification_metrics(outputs, y, info["classes"])
         predicted = problems.probabilities(outputs).argmax(axis=1)
@@ -73,12 +88,12 @@ def _score(kind, model, x, y, info, out_dir, split, name) -> dict[str, Any]:
     return scoring.reconstruction_metrics(errors)
 
 
-def _example_plots(kind, model, data_dir, info, out_dir, name) -> None:
+def _example_plots(kind, model: Loaded, data_dir, info, out_dir, name) -> None:
     x, y = load_split(data_dir, "test")
     shown = slice(0, SAMPLES_SHOWN)
     if x.ndim == 2 and x.shape[1] == 2:  # moons, blobs: the decision boundary
         plots.decision_boundary(
-            lambda grid: problems.probabilities(predict(model, grid)).argmax(axis=1),
+            lambda grid: problems.probabilities(model.predict(grid)).argmax(axis=1),
             x,
             y,
             out_dir / "decision_boundary.png",
@@ -87,7 +102,7 @@ def _example_plots(kind, model, data_dir, info, out_dir, name) -> None:
     elif kind == "regression":
         plots.actual_vs_predicted(
             y,
-            predict(model, x)[:, 0],
+            model.predict(x)[:, 0],
             out_dir / "actual_vs_predicted.png",
             f"{name}: test series, actual vs predicted",
         )
@@ -95,14 +110,14 @@ def _example_plots(kind, model, data_dir, info, out_dir, name) -> None:
         originals = x[:10].astype(np.float32) * info["input"]["scale"]
         plots.reconstructions(
             originals,
-            predict(model, x[:10]),
+            model.predict(x[:10]),
             out_dir / "reconstructions.png",
             f"{name}: test digits and their reconstructions",
         )
     elif "vocabulary" in info.get("input", {}):
         vocabulary = Vocabulary.load(data_dir / info["input"]["vocabulary"])
         texts = [vocabulary.decode(ids) for ids in x[:6]]
-        scores = problems.probabilities(predict(model, x[:6]))[:, 1]
+        scores = problems.probabilities(model.predict(x[:6]))[:, 1]
         plots.text_predictions(
             texts,
             y[:6],
@@ -112,7 +127,7 @@ def _example_plots(kind, model, data_dir, info, out_dir, name) -> None:
             f"{name}: test reviews (as the model sees them)",
         )
     elif x.ndim >= 3:
-        predicted = problems.probabilities(predict(model, x[shown])).argmax(axis=1)
+        predicted = problems.probabilities(model.predict(x[shown])).argmax(axis=1)
         plots.image_predictions(
             x[shown],
             y[shown],

@@ -12,14 +12,13 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from dlzoo import export, problems, repository, tracking
+from dlzoo import export, models, problems, repository, tracking
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExportSettings
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.store import load_json
-from dlzoo.models.inputs import InputSpec
-from dlzoo.scratch.mlp import NumpyMLP
-from dlzoo.trained import load_trained
+from dlzoo.inputs import InputSpec
+from dlzoo.models.family import Family
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,9 @@ class Exported:
 def run(name: str, params: Params, model_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
     experiment = params.experiment(name)
     summary = load_json(model_dir / "summary.json")
-    model = load_trained(model_dir)
-    exported = export_model(name, experiment.task, experiment.family, model, data_dir, params.export)
+    family = models.family(experiment.family)
+    model = family.load(model_dir)
+    exported = export_model(name, experiment.task, family, model, data_dir, params.export)
     metadata = {
         **exported.metadata,
         "parameters": summary["parameters"],
@@ -47,28 +47,18 @@ def run(name: str, params: Params, model_dir: Path, data_dir: Path, out_dir: Pat
 
 
 def export_model(
-    name: str, task: str, family: str, model: Any, data_dir: Path, settings: ExportSettings
+    name: str, task: str, family: Family, model: Any, data_dir: Path, settings: ExportSettings
 ) -> Exported:
     """Converts a trained model to ONNX and checks it on the data set's test samples."""
     info = load_info(data_dir)
-    kind = problems.task_kind(info, family)
+    kind = problems.task_kind(info, family.reconstructs)
     x, _ = load_split(data_dir, "test")
-    x = x[: settings.parity_samples]
     spec = InputSpec.from_info(info)
-    x_model = x.astype(np.int32 if spec.dtype == "int32" else np.float32)
-    if isinstance(model, NumpyMLP):
-        proto = export.numpy_mlp_to_onnx(model)
-        expected = model.predict_proba(x.astype(np.float64))
-    else:
-        proto = export.keras_to_onnx(model, spec, settings.opset)
-        reference = export.exportable(model)  # float32, no cuDNN: what the ONNX graph computes
-        expected = reference.predict(x_model, batch_size=256, verbose=0)
-        if reference is not model:
-            trained = model.predict(x_model, batch_size=256, verbose=0)
-            print(
-                f"{name}: the trained model (float16 compute or cuDNN) vs its float32 clone: max |diff| "
-                f"{float(np.abs(trained - expected).max()):.2e}"
-            )
+    x_model = x[: settings.parity_samples].astype(np.int32 if spec.dtype == "int32" else np.float32)
+    converted = family.to_onnx(model, spec, settings.opset, x_model)
+    if converted.note:
+        print(f"{name}: {converted.note}")
+    proto, expected = converted.proto, converted.expected
     payload = proto.SerializeToString()
     parity = export.check_parity(
         export.session(payload),
@@ -81,7 +71,7 @@ def export_model(
         "name": name,
         "version": repository.VERSION,
         "task": task,
-        "family": family,
+        "family": family.name,
         "kind": kind,
         "profile": info["profile"],
         "stand_in": info["stand_in"],

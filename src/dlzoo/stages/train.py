@@ -13,22 +13,21 @@ import dataclasses
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 
-from dlzoo import distributed, runtime, tracking, training
+from dlzoo import models, runtime, tracking, training
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExperimentConfig
-from dlzoo.data.download import SOURCE_FILE
 from dlzoo.data.splits import load_info, load_split
-from dlzoo.data.store import atomic_directory, load_json, save_json
-from dlzoo.models import builder
-from dlzoo.models.inputs import InputSpec
-from dlzoo.scratch.mlp import NumpyMLP
-from dlzoo.scratch.mlp import fit as fit_numpy
+from dlzoo.data.store import atomic_directory, save_json
+from dlzoo.fitting import Split
+from dlzoo.inputs import InputSpec
+from dlzoo.models.family import Assets, Family, FitOptions
 
 EVALUATED_SPLITS = ("test", "test_full")  # test_full: every test sample of a subset (cats vs dogs)
 
@@ -43,13 +42,14 @@ def run(
     training.set_seeds(params.train.seed, params.train.deterministic)
     runtime.configure_precision(params.train.mixed_precision)
     strategy = runtime.strategy_for(params.train.distribute)
-    experiment, adjustment = _for_device(experiment, params)
-    if not runtime.is_chief(strategy) and experiment.family != "scratch_mlp":
+    family = models.family(experiment.family)
+    model_config, adjustment = family.adapt(experiment.model, params.train, bool(runtime.gpu_names()))
+    experiment = dataclasses.replace(experiment, model=model_config)
+    job = Job(experiment, family, info, splits, params, cap, pretrained_dir, strategy)
+    if not runtime.is_chief(strategy) and family.distributable:
         # Another worker of a multi-worker run: it computes its share; the chief writes and logs.
         with tempfile.TemporaryDirectory() as scratch:
-            _train_keras(
-                experiment, info, splits, params, cap, pretrained_dir, Path(scratch), strategy, chief=False
-            )
+            _train(job, Path(scratch), chief=False)
         return {"experiment": name, "worker": True}
     run_params = {
         **tracking.flatten(experiment),
@@ -69,20 +69,7 @@ def run(
     ):
         tracking.log_environment()
         started = time.perf_counter()
-        if experiment.family == "scratch_mlp":
-            history, scores, size = _train_numpy(experiment, splits, params.train.seed, cap, staging)
-        else:
-            history, scores, size = _train_keras(
-                experiment,
-                info,
-                splits,
-                params,
-                cap,
-                pretrained_dir,
-                staging,
-                strategy,
-                chief=True,
-            )
+        history, scores, size = _train(job, staging, chief=True)
         seconds = time.perf_counter() - started
         mlflow.log_metrics(
             {
@@ -110,87 +97,52 @@ def run(
     return summary
 
 
-def _for_device(experiment: ExperimentConfig, params: Params) -> tuple[ExperimentConfig, str | None]:
-    if experiment.family != "rnn":
-        return experiment, None
-    model, adjustment = runtime.for_device(experiment.model, params.train, on_gpu=bool(runtime.gpu_names()))
-    return dataclasses.replace(experiment, model=model), adjustment
+@dataclass(frozen=True)
+class Job:
+    """One training run: what every step of the stage reads."""
+
+    experiment: ExperimentConfig
+    family: Family
+    info: dict[str, Any]
+    splits: dict[str, Split]
+    params: Params
+    max_epochs: int | None  # per phase: the demo profile's cap
+    pretrained_dir: Path | None
+    strategy: Any  # tf.distribute.Strategy
 
 
-def _train_keras(experiment, info, splits, params, cap, pretrained_dir, staging, strategy, *, chief):
-    spec = InputSpec.from_info(info)
-    extra = {}
-    if experiment.family == "transfer":
-        extra["weights_file"] = pretrained_weights(pretrained_dir, experiment)
-        if chief:
-            mlflow.set_tag("pretrained.weights", "imagenet" if extra["weights_file"] else "random")
-    with strategy.scope():
-        model = builder(experiment.family)(experiment.model, spec, **extra)
-    runtime.set_cudnn(model, params.train.cudnn_rnn)
-    reconstruct = experiment.family == "autoencoder"
-    history = training.train(
-        model,
-        experiment.training,
-        splits,
-        spec,
-        seed=params.train.seed,
-        max_epochs=cap,
-        reconstruct=reconstruct,
-        extra_callbacks=[tracking.EpochLogger()] if chief else [],
-        verbose=params.train.verbose,
-        jit_compile=params.train.jit_compile,
-        strategy=strategy,
+def _train(job: Job, staging: Path, *, chief: bool) -> tuple[list[dict[str, Any]], dict[str, dict], int]:
+    """Build, fit, score and save through the family's hooks; only the chief logs the model."""
+    family, experiment, settings = job.family, job.experiment, job.params.train
+    spec = InputSpec.from_info(job.info)
+    rng = np.random.default_rng(settings.seed)  # for families that draw from NumPy (build, then fit)
+    weights = family.pretrained_weights(experiment.model, job.pretrained_dir)
+    if family.pretrained and chief:
+        mlflow.set_tag("pretrained.weights", "imagenet" if weights else "random")
+    with job.strategy.scope():
+        model = family.build(experiment.model, spec, Assets(len(job.info.get("classes") or []), rng, weights))
+    options = FitOptions(
+        seed=settings.seed,
+        rng=rng,
+        max_epochs=job.max_epochs,
+        track=chief,
+        verbose=settings.verbose,
+        jit_compile=settings.jit_compile,
+        cudnn_rnn=settings.cudnn_rnn,
+        strategy=job.strategy,
     )
-    if params.train.distribute == "multi_worker":  # evaluate and save outside the strategy
-        model = distributed.plain_copy(model, experiment.training)
+    fitted = family.fit(model, experiment.training, job.splits, spec, options)
     batch_size = experiment.training.batch_size
     scores = {
-        split: training.evaluate(model, splits[split], spec, batch_size, reconstruct=reconstruct)
+        split: family.score(fitted.model, job.splits[split], spec, batch_size)
         for split in EVALUATED_SPLITS
-        if split in splits
+        if split in job.splits
     }
-    model.save(staging / "model.keras")
-    example = splits["test"][0][:2].astype(np.int32 if spec.dtype == "int32" else np.float32)
+    saved = family.save(fitted.model, staging)
     if chief:
-        tracking.log_keras_model(model, example)
-    return history, scores, model.count_params()
-
-
-def pretrained_weights(pretrained_dir: Path | None, experiment: ExperimentConfig) -> Path | None:
-    """The ImageNet weights file from the download stage, or None for random initial weights."""
-    if experiment.model.weights != "imagenet" or pretrained_dir is None:
-        return None
-    source = load_json(pretrained_dir / SOURCE_FILE)
-    if source.get("weights") != "imagenet":
-        print(f"note: {source['description']}")
-        return None
-    (file_name,) = source["files"]
-    return pretrained_dir / file_name
-
-
-def _train_numpy(experiment, splits, seed, cap, staging):
-    rng = np.random.default_rng(seed)
-    x_train, y_train = splits["train"]
-    classes = int(y_train.max()) + 1
-    sizes = [x_train.shape[1], *experiment.model.hidden_units, 1 if classes == 2 else classes]
-    model = NumpyMLP.initialise(sizes, experiment.model.activation, rng)
-    as_float = {split: (x.astype(np.float64), y) for split, (x, y) in splits.items()}
-    config = experiment.training
-    history = fit_numpy(
-        model,
-        as_float["train"],
-        as_float["val"],
-        epochs=min(config.epochs, cap or config.epochs),
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        rng=rng,
-    )
-    history = [{"epoch": index + 1, "phase": "train", **row} for index, row in enumerate(history)]
-    tracking.log_history(history)
-    scores = {"test": {"loss": model.loss(*as_float["test"]), "accuracy": model.accuracy(*as_float["test"])}}
-    model.save(staging / "model.npz")
-    mlflow.log_artifact(str(staging / "model.npz"), artifact_path="model")
-    return history, scores, sum(w.size + b.size for w, b in zip(model.weights, model.biases, strict=True))
+        example = job.splits["test"][0][:2].astype(np.int32 if spec.dtype == "int32" else np.float32)
+        family.log_model(fitted.model, saved, example)
+    return fitted.history, scores, family.parameter_count(fitted.model)
 
 
 def _write_history(history: list[dict[str, Any]], path: Path) -> None:
