@@ -80,31 +80,14 @@ def test_unknown_family_and_cell_name_the_valid_ones():
 
 
 @pytest.mark.parametrize("family", list(TINY))
-def test_family_builds_an_uncompiled_functional_model_and_fits_one_epoch(family: str):
+def test_a_keras_builder_returns_an_uncompiled_functional_model(family: str):
+    """The builder contract; fitting, saving and exporting are in test_families.py."""
     config, spec = TINY[family]
     model = models.family(family).builder(config, spec)
     assert type(model).__name__ == "Functional"
     assert not model.compiled
-    reconstruct = models.family(family).reconstructs
-    outputs = 1 if reconstruct else config.output_units
-    loss = "binary_crossentropy" if reconstruct else LOSSES[config.output_activation]
-    x, y = tiny_data(spec, outputs, np.random.default_rng(0))
-    splits = {"train": (x, y), "val": (x[:8], y[:8])}
-    history = training.train(
-        model,
-        plain_training(loss, no_metrics=reconstruct),
-        splits,
-        spec,
-        seed=0,
-        reconstruct=reconstruct,
-        verbose=0,
-    )
-    assert [row["epoch"] for row in history] == [1]
-    assert np.isfinite(history[0]["loss"]) and np.isfinite(history[0]["val_loss"])
-    assert history[0]["learning_rate"] == pytest.approx(0.01)
-    predictions = model.predict(x[:3], verbose=0)
-    expected = 28 * 28 if reconstruct else config.output_units
-    assert predictions.shape == (3, expected)
+    expected = 28 * 28 if models.family(family).reconstructs else config.output_units
+    assert model.output_shape == (None, expected)
 
 
 def test_a_learnable_task_loss_goes_down():
