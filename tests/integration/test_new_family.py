@@ -1,0 +1,122 @@
+"""Adding a family is one module, one `register` line and one params block: nothing else changes.
+
+The test writes a throwaway family (a 1-D CNN over IMDB token ids) into a temporary directory,
+registers it, adds an experiment for it to a copy of params.yaml, and runs the real train,
+evaluate and export stages on the demo data, with no source file of dlzoo touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from dlzoo import models
+from dlzoo.config import load_params
+from dlzoo.config.experiments import FAMILY_CONFIGS
+from dlzoo.stages import evaluate, export, train
+
+pytestmark = pytest.mark.integration
+
+FAMILY_MODULE = '''
+"""A 1-D CNN over token ids: embedding, one convolution, global max pooling."""
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from dlzoo.models.common import model_input, output_layer
+from dlzoo.models.family import KerasFamily
+
+
+@dataclass(frozen=True)
+class Conv1dConfig:
+    embedding_dim: int
+    filters: int
+    kernel_size: int
+    output_units: int
+    output_activation: str
+
+
+def build(config, spec):
+    inputs = model_input(spec)
+    x = layers.Embedding(spec.vocab_size, config.embedding_dim)(inputs)
+    x = layers.Conv1D(config.filters, config.kernel_size, activation="relu")(x)
+    x = layers.GlobalMaxPooling1D()(x)
+    outputs = output_layer(config.output_units, config.output_activation)(x)
+    return keras.Model(inputs, outputs, name="conv1d")
+
+
+FAMILY = KerasFamily("conv1d", Conv1dConfig, build)
+'''
+
+EXPERIMENT = {
+    "task": "imdb-sentiment",
+    "data": "imdb/vocab_10000",
+    "family": "conv1d",
+    "model": {
+        "embedding_dim": 8,
+        "filters": 8,
+        "kernel_size": 3,
+        "output_units": 1,
+        "output_activation": "sigmoid",
+    },
+    "training": {
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+        "loss": "binary_crossentropy",
+        "metrics": ["accuracy"],
+        "epochs": 2,
+        "demo_max_epochs": 2,
+        "batch_size": 32,
+        "early_stopping": None,
+        "reduce_lr": None,
+        "lr_schedule": None,
+        "fine_tune": None,
+    },
+}
+
+
+@pytest.fixture
+def conv1d_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "conv1d_family.py").write_text(FAMILY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("conv1d_family")
+    yield models.register(module.FAMILY)  # the one line that adds a family
+    models.FAMILIES.pop("conv1d")
+    FAMILY_CONFIGS.pop("conv1d")
+    sys.modules.pop("conv1d_family")
+
+
+def test_a_family_in_its_own_module_trains_evaluates_and_exports(
+    repo, demo_data, tmp_path, store, conv1d_family
+):
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["experiments"] = {"imdb_conv1d": EXPERIMENT}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(params_file)
+    data = demo_data / "processed" / EXPERIMENT["data"]
+    model_dir, history = tmp_path / "models" / "imdb_conv1d", tmp_path / "history.csv"
+
+    summary = train.run("imdb_conv1d", params, data, model_dir, history, None)
+    results = evaluate.run(
+        "imdb_conv1d", params, model_dir, data, history, tmp_path / "metrics.json", tmp_path / "plots"
+    )
+    metadata = export.run("imdb_conv1d", params, model_dir, data, tmp_path / "onnx")
+
+    assert summary["family"] == "conv1d" and summary["epochs"] == 2
+    assert results["kind"] == "binary" and 0.0 <= results["headline"]["value"] <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["headline"] == results["headline"]
+    assert (tmp_path / "plots" / "test_confusion.png").is_file()
+    assert metadata["family"] == "conv1d" and metadata["inputs"][0]["datatype"] == "INT32"
+    assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"]
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+    run = MlflowClient(store).get_run(summary["mlflow_run_id"])
+    assert run.data.params["family"] == "conv1d" and "eval_test_accuracy" in run.data.metrics
