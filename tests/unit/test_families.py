@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 
-from dlzoo import export, models, training
+from dlzoo import conversion, models, training
 from dlzoo.config.experiments import FAMILY_CONFIGS
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Family, FitOptions
@@ -107,12 +107,12 @@ def test_onnx_runtime_agrees_with_predict_at_any_batch_size(run: Run):
     converted = run.family.to_onnx(run.model, run.spec, 17, x)
     onnx.checker.check_model(converted.proto)
     (graph_input,) = converted.proto.graph.input
-    assert graph_input.name == export.INPUT_NAME
+    assert graph_input.name == conversion.INPUT_NAME
     assert graph_input.type.tensor_type.shape.dim[0].dim_param  # symbolic: any batch size
     np.testing.assert_allclose(converted.expected, run.predictions, rtol=1e-5, atol=1e-5)
-    session = export.session(converted.proto)
+    session = conversion.session(converted.proto)
     for batch in (1, 7, len(x)):
-        parity = export.check_parity(
+        parity = conversion.check_parity(
             session, converted.expected[:batch], x[:batch], 1e-4, classify=not run.family.reconstructs
         )
         assert parity.max_abs_diff <= 1e-4 and parity.classes_agree

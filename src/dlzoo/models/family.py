@@ -151,10 +151,10 @@ class KerasFamily:
         return model.predict(x.astype(dtype), batch_size=256, verbose=0)
 
     def to_onnx(self, model: keras.Model, spec: InputSpec, opset: int, x: np.ndarray) -> Converted:
-        from dlzoo import export  # tf2onnx and ONNX Runtime: only the export stage loads them
+        from dlzoo import conversion  # tf2onnx and ONNX Runtime: only the export stage loads them
 
-        proto = export.keras_to_onnx(model, spec, opset)
-        reference = export.exportable(model)  # float32, no cuDNN: what the ONNX graph computes
+        proto = conversion.keras_to_onnx(model, spec, opset)
+        reference = conversion.exportable(model)  # float32, no cuDNN: what the ONNX graph computes
         expected = reference.predict(x, batch_size=256, verbose=0)
         if reference is model:
             return Converted(proto, expected)

@@ -82,9 +82,9 @@ class ScratchFamily:
         return model.predict_proba(x.astype(np.float64)).astype(np.float32)
 
     def to_onnx(self, model: NumpyMLP, spec: InputSpec, opset: int, x: np.ndarray) -> Converted:
-        from dlzoo import export  # ONNX: only the export stage loads it
+        from dlzoo import conversion  # ONNX: only the export stage loads it
 
-        return Converted(export.numpy_mlp_to_onnx(model), model.predict_proba(x.astype(np.float64)))
+        return Converted(conversion.numpy_mlp_to_onnx(model), model.predict_proba(x.astype(np.float64)))
 
 
 def _as_float(split: Split) -> Split:

@@ -10,8 +10,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from dlzoo import evaluate as scoring
-from dlzoo import models, plots, problems, tracking
+from dlzoo import models, plots, problems, scoring, tracking
 from dlzoo.config import Params
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.store import atomic_directory, load_json, save_json

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from dlzoo import export, models, problems, repository, tracking
+from dlzoo import conversion, models, problems, repository, tracking
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExportSettings
 from dlzoo.data.splits import load_info, load_split
@@ -60,8 +60,8 @@ def export_model(
         print(f"{name}: {converted.note}")
     proto, expected = converted.proto, converted.expected
     payload = proto.SerializeToString()
-    parity = export.check_parity(
-        export.session(payload),
+    parity = conversion.check_parity(
+        conversion.session(payload),
         expected,
         x_model,
         settings.tolerance,
@@ -75,8 +75,8 @@ def export_model(
         "kind": kind,
         "profile": info["profile"],
         "stand_in": info["stand_in"],
-        "inputs": [repository.tensor(export.INPUT_NAME, spec.dtype, list(spec.shape))],
-        "outputs": [repository.tensor(export.OUTPUT_NAME, "float32", list(expected.shape[1:]))],
+        "inputs": [repository.tensor(conversion.INPUT_NAME, spec.dtype, list(spec.shape))],
+        "outputs": [repository.tensor(conversion.OUTPUT_NAME, "float32", list(expected.shape[1:]))],
         "labels": info.get("classes"),
         "preprocessing": preprocessing_metadata(info, spec),
         "onnx_sha256": hashlib.sha256(payload).hexdigest(),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dlzoo import export, repository
+from dlzoo import conversion, repository
 from dlzoo.data.store import load_json
 
 LATENCY_RUNS = 50
@@ -17,7 +17,7 @@ LATENCY_RUNS = 50
 
 def onnx_latency_ms(model_path: Path, metadata: dict[str, Any]) -> float:
     """Median ONNX Runtime latency of one sample (batch of 1), after a warm-up run."""
-    session = export.session(model_path.read_bytes())
+    session = conversion.session(model_path.read_bytes())
     spec = metadata["inputs"][0]
     dtype = np.int32 if spec["datatype"] == "INT32" else np.float32
     sample = np.ones([1, *spec["shape"][1:]], dtype=dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlzoo import export, models, training
+from dlzoo import conversion, models, training
 from dlzoo.config.experiments import RnnConfig
 from dlzoo.scratch.mlp import NumpyMLP
 from tests.unit.test_models import TEXT, TINY, plain_training, tiny_data
@@ -36,33 +36,36 @@ def trained(family: str, config=None, spec=None):
 def test_recurrent_models_export_from_a_clone_without_cudnn(cell: str):
     config = RnnConfig(cell, 4, "tanh", 0.0, 0.0, 8, True, (4,), "relu", 1, "sigmoid")
     model, spec, x = trained("rnn", config, TEXT)
-    clone = export.exportable(model)
+    clone = conversion.exportable(model)
     assert all(
         not getattr(layer, "use_cudnn", False) for layer in clone.layers if hasattr(layer, "use_cudnn")
     )
     np.testing.assert_array_equal(clone.predict(x, verbose=0), model.predict(x, verbose=0))
-    proto = export.keras_to_onnx(model, spec)
-    export.check_parity(export.session(proto), model.predict(x, verbose=0), x, 1e-5, classify=True)
+    proto = conversion.keras_to_onnx(model, spec)
+    conversion.check_parity(conversion.session(proto), model.predict(x, verbose=0), x, 1e-5, classify=True)
 
 
 def test_a_broken_export_fails_the_parity_gate_with_the_numbers():
     model, spec, x = trained("cnn")
     other, _, _ = trained("cnn")  # same architecture, different weights: a wrong export
     other.set_weights([w + 0.05 for w in model.get_weights()])
-    proto = export.keras_to_onnx(other, spec)
+    proto = conversion.keras_to_onnx(other, spec)
     with pytest.raises(
-        export.ParityError, match=r"max \|difference\| .* \(tolerance 0\.0001\), \d+ predicted classes differ"
+        conversion.ParityError,
+        match=r"max \|difference\| .* \(tolerance 0\.0001\), \d+ predicted classes differ",
     ):
-        export.check_parity(
-            export.session(proto), model.predict(x, verbose=0), x.astype(np.float32), 1e-4, classify=True
+        conversion.check_parity(
+            conversion.session(proto), model.predict(x, verbose=0), x.astype(np.float32), 1e-4, classify=True
         )
 
 
 def test_a_wrong_input_signature_is_caught(tmp_path):
     model, spec, x = trained("mlp")
-    proto = export.keras_to_onnx(model, spec)
-    with pytest.raises(export.ParityError, match="output shape"):
-        export.check_parity(export.session(proto), np.zeros((len(x), 5), np.float32), x, 1e-4, classify=True)
+    proto = conversion.keras_to_onnx(model, spec)
+    with pytest.raises(conversion.ParityError, match="output shape"):
+        conversion.check_parity(
+            conversion.session(proto), np.zeros((len(x), 5), np.float32), x, 1e-4, classify=True
+        )
 
 
 @pytest.mark.parametrize(
@@ -73,9 +76,9 @@ def test_the_numpy_mlp_exports_through_onnx_helper_and_matches_numpy(sizes, acti
     mlp = NumpyMLP.initialise(sizes, activation, rng)
     mlp.biases = [rng.normal(size=b.shape) for b in mlp.biases]
     x = rng.normal(size=(50, sizes[0]))
-    proto = export.numpy_mlp_to_onnx(mlp)
-    parity = export.check_parity(
-        export.session(proto), mlp.predict_proba(x), x.astype(np.float32), 1e-5, classify=True
+    proto = conversion.numpy_mlp_to_onnx(mlp)
+    parity = conversion.check_parity(
+        conversion.session(proto), mlp.predict_proba(x), x.astype(np.float32), 1e-5, classify=True
     )
     assert parity.samples == 50
 
