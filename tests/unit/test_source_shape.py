@@ -19,7 +19,6 @@ KNOWN = {
     "dlzoo/stages/evaluate.py:_score",
     "dlzoo/stages/evaluate.py:_example_plots",
     "dlzoo/stages/export.py:export_model",
-    "dlzoo/stages/train.py:run",
     "dlzoo/training.py:train",
 }
 

@@ -35,6 +35,44 @@ EVALUATED_SPLITS = ("test", "test_full")  # test_full: every test sample of a su
 def run(
     name: str, params: Params, data_dir: Path, out_dir: Path, history_file: Path, pretrained_dir: Path | None
 ) -> dict[str, Any]:
+    job, adjustment = _prepare(name, params, data_dir, pretrained_dir)
+    experiment, info = job.experiment, job.info
+    if not runtime.is_chief(job.strategy) and job.family.distributable:
+        # Another worker of a multi-worker run: it computes its share; the chief writes and logs.
+        with tempfile.TemporaryDirectory() as scratch:
+            _train(job, Path(scratch), chief=False)
+        return {"experiment": name, "worker": True}
+    tags = tracking.environment_tags(info)
+    if adjustment:
+        print(f"{name}: {adjustment}")
+        tags["dlzoo.device_adjustment"] = adjustment
+    with (
+        tracking.start_run(experiment.task, name, _run_params(job), tags) as active,
+        atomic_directory(out_dir) as staging,
+    ):
+        tracking.log_environment()
+        started = time.perf_counter()
+        history, scores, size = _train(job, staging, chief=True)
+        seconds = time.perf_counter() - started
+        mlflow.log_metrics(
+            {
+                f"{split}_{metric}": value
+                for split, values in scores.items()
+                for metric, value in values.items()
+            }
+        )
+        mlflow.log_metric("train_seconds", seconds)
+        summary = _summary(job, history, scores, size, seconds, active.info.run_id)
+        save_json(staging / "summary.json", summary)
+        _write_history(history, history_file)
+        mlflow.log_artifact(str(history_file), artifact_path="history")
+    return summary
+
+
+def _prepare(
+    name: str, params: Params, data_dir: Path, pretrained_dir: Path | None
+) -> tuple[Job, str | None]:
+    """Data, seeds, precision, strategy and the family's device adjustment (its note, if any)."""
     experiment = params.experiment(name)
     info = load_info(data_dir)
     splits = {split: load_split(data_dir, split) for split in info["splits"]}
@@ -45,62 +83,42 @@ def run(
     family = models.family(experiment.family)
     model_config, adjustment = family.adapt(experiment.model, params.train, bool(runtime.gpu_names()))
     experiment = dataclasses.replace(experiment, model=model_config)
-    job = Job(experiment, family, info, splits, params, cap, pretrained_dir, strategy)
-    if not runtime.is_chief(strategy) and family.distributable:
-        # Another worker of a multi-worker run: it computes its share; the chief writes and logs.
-        with tempfile.TemporaryDirectory() as scratch:
-            _train(job, Path(scratch), chief=False)
-        return {"experiment": name, "worker": True}
-    run_params = {
-        **tracking.flatten(experiment),
-        **tracking.flatten(params.train),
+    return Job(name, experiment, family, info, splits, params, cap, pretrained_dir, strategy), adjustment
+
+
+def _summary(job: Job, history: list, scores: dict, size: int, seconds: float, run_id: str) -> dict[str, Any]:
+    return {
+        "experiment": job.experiment_name,
+        "task": job.experiment.task,
+        "family": job.experiment.family,
+        "profile": job.info["profile"],
+        "stand_in": job.info["stand_in"],
+        "epochs": len(history),
+        "parameters": size,
+        "train_seconds": round(seconds, 2),
+        "mlflow_run_id": run_id,
+        **scores,
+    }
+
+
+def _run_params(job: Job) -> dict[str, Any]:
+    """What the MLflow run records as params: the experiment, the train settings, the data."""
+    info = job.info
+    return {
+        **tracking.flatten(job.experiment),
+        **tracking.flatten(job.params.train),
         "data.profile": info["profile"],
-        "max_epochs_per_phase": cap or "none",
-        "replicas": strategy.num_replicas_in_sync,
+        "max_epochs_per_phase": job.max_epochs or "none",
+        "replicas": job.strategy.num_replicas_in_sync,
         **{f"data.{split}_count": summary["count"] for split, summary in info["splits"].items()},
     }
-    tags = tracking.environment_tags(info)
-    if adjustment:
-        print(f"{name}: {adjustment}")
-        tags["dlzoo.device_adjustment"] = adjustment
-    with (
-        tracking.start_run(experiment.task, name, run_params, tags) as active,
-        atomic_directory(out_dir) as staging,
-    ):
-        tracking.log_environment()
-        started = time.perf_counter()
-        history, scores, size = _train(job, staging, chief=True)
-        seconds = time.perf_counter() - started
-        mlflow.log_metrics(
-            {
-                f"{split}_{metric}": value
-                for split, scores_of in scores.items()
-                for metric, value in scores_of.items()
-            }
-        )
-        mlflow.log_metric("train_seconds", seconds)
-        summary = {
-            "experiment": name,
-            "task": experiment.task,
-            "family": experiment.family,
-            "profile": info["profile"],
-            "stand_in": info["stand_in"],
-            "epochs": len(history),
-            "parameters": size,
-            "train_seconds": round(seconds, 2),
-            "mlflow_run_id": active.info.run_id,
-            **{split: values for split, values in scores.items()},
-        }
-        save_json(staging / "summary.json", summary)
-        _write_history(history, history_file)
-        mlflow.log_artifact(str(history_file), artifact_path="history")
-    return summary
 
 
 @dataclass(frozen=True)
 class Job:
     """One training run: what every step of the stage reads."""
 
+    experiment_name: str
     experiment: ExperimentConfig
     family: Family
     info: dict[str, Any]
