@@ -22,9 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlzoo import fitting, models, runtime, training
+from dlzoo import models, runtime
 from dlzoo.config import load_params
 from dlzoo.inputs import InputSpec
+from dlzoo.train import loop, shared
 
 # family: (experiment in params.yaml, input spec of its real data, samples by default)
 FAMILIES = {
@@ -56,7 +57,7 @@ def samples_per_second(experiment, spec: InputSpec, variant: str, count: int, ep
     reconstruct = models.family(family).reconstructs
     outputs = 1 if reconstruct else experiment.model.output_units
     x, y = random_data(spec, outputs, count, np.random.default_rng(0))
-    training.compile_model(model, config, config.learning_rate, jit_compile=variant.endswith("XLA"))
+    loop.compile_model(model, config, config.learning_rate, jit_compile=variant.endswith("XLA"))
     if variant == "numpy fit":  # the course's way: arrays straight into fit
         targets = x.reshape(count, -1) * (spec.scale or 1.0) if reconstruct else y
         if spec.scale:
@@ -65,7 +66,7 @@ def samples_per_second(experiment, spec: InputSpec, variant: str, count: int, ep
         def fit(epoch_count):
             model.fit(x, targets, batch_size=config.batch_size, epochs=epoch_count, verbose=0)
     else:
-        dataset = fitting.make_dataset(
+        dataset = shared.make_dataset(
             (x, y), spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=0
         )
 

@@ -17,9 +17,9 @@ import numpy as np
 from dlzoo import models, repository
 from dlzoo.config.experiments import ExportSettings, RnnConfig, ServingSettings
 from dlzoo.data.splits import load_info
+from dlzoo.export.stage import export_model
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Family
-from dlzoo.stages.export import export_model
 from tests.unit.test_models import SMOKE
 
 MAX_BATCH_SIZE = 16

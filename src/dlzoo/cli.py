@@ -23,13 +23,9 @@ def _download(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from dlzoo.data.generated import generate
-    from dlzoo.data.splits import write_splits
-    from dlzoo.data.store import atomic_directory
+    from dlzoo.data import generated
 
-    splits, info = generate(args.dataset, load_params(args.params).data)
-    with atomic_directory(args.out) as staging:
-        info = write_splits(staging, splits, info)
+    info = generated.write(args.dataset, load_params(args.params).data, args.out)
     _print_counts(args.dataset, info)
 
 
@@ -41,9 +37,9 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from dlzoo.stages import train
+    from dlzoo.train import stage
 
-    summary = train.run(
+    summary = stage.run(
         args.experiment, load_params(args.params), args.data, args.out, args.history, args.pretrained
     )
     if summary.get("worker"):
@@ -54,9 +50,9 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from dlzoo.stages import evaluate
+    from dlzoo.evaluate import stage
 
-    results = evaluate.run(
+    results = stage.run(
         args.experiment,
         load_params(args.params),
         args.model,
@@ -69,9 +65,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from dlzoo.stages import export
+    from dlzoo.export import stage
 
-    metadata = export.run(args.experiment, load_params(args.params), args.model, args.data, args.out)
+    metadata = stage.run(args.experiment, load_params(args.params), args.model, args.data, args.out)
     parity = metadata["parity"]
     print(
         f"{args.experiment}: {metadata['onnx_bytes']:,} bytes of ONNX; parity on {parity['samples']} test "
@@ -91,10 +87,10 @@ def _repository(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from dlzoo.stages import report
+    from dlzoo.report import stage
 
     names = list(load_params(args.params).experiments)
-    print(report.run(names, args.metrics, args.repository, args.plots, args.out), end="")
+    print(stage.run(names, args.metrics, args.repository, args.plots, args.out), end="")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -102,8 +98,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from dlzoo.serving.app import ServeSettings, create_app
-    from dlzoo.serving.models import Overrides, default_threads, load_repository
+    from dlzoo.serve.app import ServeSettings, create_app
+    from dlzoo.serve.models import Overrides, default_threads, load_repository
 
     cores = default_threads()
     # Concurrent runs: one per model instance at most (each batcher runs one batch at a time).
@@ -136,7 +132,7 @@ def _serve(args: argparse.Namespace) -> None:
 def _instances(root: Path, names: list[str]) -> int:
     """Model instances the repository's configs ask for (a missing one is reported at load)."""
     from dlzoo import repository
-    from dlzoo.serving.models import servable_names
+    from dlzoo.serve.models import servable_names
 
     if not root.is_dir():
         return 1

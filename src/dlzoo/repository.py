@@ -30,8 +30,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as triton
 
 from dlzoo.config.experiments import ServingSettings
-from dlzoo.data.store import atomic_directory, load_json, save_json
 from dlzoo.errors import DlzooError
+from dlzoo.store import atomic_directory, load_json, save_json
 
 VERSION = "1"
 MODEL_FILE = "model.onnx"

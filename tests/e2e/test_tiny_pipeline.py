@@ -87,7 +87,7 @@ def test_the_exported_repository_serves_real_test_samples(tiny_project: Path):
     from fastapi.testclient import TestClient
 
     from dlzoo.data.splits import load_split
-    from dlzoo.serving.app import ServeSettings, create_app
+    from dlzoo.serve.app import ServeSettings, create_app
 
     data = {"scratch_moons": "moons", "blobs_mlp": "blobs", "sine_rnn": "sine"}
     with TestClient(create_app(ServeSettings(tiny_project / "models" / "repository"))) as client:

@@ -13,18 +13,19 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from dlzoo import models, training
+from dlzoo import models
+from dlzoo.train import loop
 from tests.unit.test_models import TINY, plain_training, tiny_data
 
 
 def main(index: int, out_dir: Path) -> None:
-    training.set_seeds(7, deterministic=True)
+    loop.set_seeds(7, deterministic=True)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     config, spec = TINY["mlp"]  # with batch normalisation: its moving averages must agree too
     with strategy.scope():
         model = models.family("mlp").builder(config, spec)
     x, y = tiny_data(spec, config.output_units, np.random.default_rng(1), count=64)
-    history = training.train(
+    history = loop.train(
         model,
         plain_training("sparse_categorical_crossentropy", epochs=3),
         {"train": (x, y), "val": (x, y)},

@@ -57,8 +57,9 @@ def test_two_workers_finish_with_the_same_weights(repo: Path, tmp_path: Path):
 def test_multi_worker_needs_tf_config_and_refuses_what_its_loop_lacks(monkeypatch):
     import dataclasses
 
-    from dlzoo import distributed, runtime
+    from dlzoo import runtime
     from dlzoo.config.experiments import EarlyStoppingConfig
+    from dlzoo.train import distributed
     from tests.unit.test_models import plain_training
 
     monkeypatch.delenv("TF_CONFIG", raising=False)

@@ -16,10 +16,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+import dlzoo.evaluate.stage
+import dlzoo.export.stage
+import dlzoo.train.stage
 from dlzoo import models
 from dlzoo.config import load_params
 from dlzoo.config.experiments import FAMILY_CONFIGS
-from dlzoo.stages import evaluate, export, train
 
 pytestmark = pytest.mark.integration
 
@@ -105,11 +107,11 @@ def test_a_family_in_its_own_module_trains_evaluates_and_exports(
     data = demo_data / "processed" / EXPERIMENT["data"]
     model_dir, history = tmp_path / "models" / "imdb_conv1d", tmp_path / "history.csv"
 
-    summary = train.run("imdb_conv1d", params, data, model_dir, history, None)
-    results = evaluate.run(
+    summary = dlzoo.train.stage.run("imdb_conv1d", params, data, model_dir, history, None)
+    results = dlzoo.evaluate.stage.run(
         "imdb_conv1d", params, model_dir, data, history, tmp_path / "metrics.json", tmp_path / "plots"
     )
-    metadata = export.run("imdb_conv1d", params, model_dir, data, tmp_path / "onnx")
+    metadata = dlzoo.export.stage.run("imdb_conv1d", params, model_dir, data, tmp_path / "onnx")
 
     assert summary["family"] == "conv1d" and summary["epochs"] == 2
     assert results["kind"] == "binary" and 0.0 <= results["headline"]["value"] <= 1.0

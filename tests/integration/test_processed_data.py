@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dlzoo.data.splits import load_info, load_split
-from dlzoo.data.store import load_json
 from dlzoo.data.text import Vocabulary
+from dlzoo.store import load_json
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from dlzoo import repository
-from dlzoo.serving.app import ServeSettings, create_app
+from dlzoo.serve.app import ServeSettings, create_app
 from tests.network import free_port
 from tests.tiny_repository import MODELS
 

@@ -10,8 +10,8 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
+import dlzoo.export.stage
 from dlzoo import runtime
-from dlzoo.stages import export as export_stage
 from tests.integration.test_train_stage import params_with_epochs, run_stage
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance
     runtime.configure_precision(False)  # export runs in its own process in the pipeline
     data = demo_data / "processed" / params.experiments[name].data
     out = tmp_path / "onnx" / name
-    metadata = export_stage.run(name, params, tmp_path / "models" / name, data, out)
+    metadata = dlzoo.export.stage.run(name, params, tmp_path / "models" / name, data, out)
     assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"]
     onnx_metadata = json.loads((out / "metadata.json").read_text())
     assert onnx_metadata["inputs"][0]["datatype"] in ("FP32", "INT32")

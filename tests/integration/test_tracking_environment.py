@@ -1,4 +1,4 @@
-"""tracking.log_environment() in a real MLflow run on a temporary SQLite store, read back from the store."""
+"""track.log_environment() in a real MLflow run on a temporary SQLite store, read back from the store."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from dlzoo import tracking
+from dlzoo import track
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +24,9 @@ def test_a_run_records_requirements_tensorflow_build_devices_and_platform(store,
     # As in the train stage (environment_tags), TensorFlow has found its devices before the run:
     # a first discovery (CUDA initialisation on a GPU machine) is not log_environment's cost.
     tf.config.list_physical_devices()
-    with tracking.start_run("environment-test", "env", {"seed": 1}, {}) as active:
+    with track.start_run("environment-test", "env", {"seed": 1}, {}) as active:
         started = time.perf_counter()
-        returned = tracking.log_environment()
+        returned = track.log_environment()
         seconds = time.perf_counter() - started
     assert seconds < 1.0, f"log_environment took {seconds:.2f} s"
 
@@ -80,6 +80,6 @@ def test_a_run_records_requirements_tensorflow_build_devices_and_platform(store,
 
 
 def test_frozen_requirements_match_the_installed_versions():
-    frozen = dict(line.split("==") for line in tracking.frozen_requirements())
+    frozen = dict(line.split("==") for line in track.frozen_requirements())
     for name in ("tensorflow", "mlflow", "keras", "numpy", "onnxruntime"):
         assert frozen[name] == importlib.metadata.version(name), name

@@ -14,8 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dlzoo.config import load_params
-from dlzoo.stages import train as stage
-from dlzoo.tracking import TrackingError
+from dlzoo.track import TrackingError
+from dlzoo.train import stage
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlzoo.serving.batching import Batcher
-from dlzoo.serving.errors import InferenceError
-from dlzoo.serving.metrics import Metrics
-from dlzoo.serving.models import Overrides, load_model
+from dlzoo.serve.batching import Batcher
+from dlzoo.serve.errors import InferenceError
+from dlzoo.serve.metrics import Metrics
+from dlzoo.serve.models import Overrides, load_model
 
 
 def batch_sizes(metrics: Metrics, name: str) -> tuple[float, float]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlzoo import conversion, models, training
+from dlzoo import models
 from dlzoo.config.experiments import RnnConfig
-from dlzoo.scratch.mlp import NumpyMLP
+from dlzoo.export import conversion
+from dlzoo.models.scratch import onnx_graph
+from dlzoo.models.scratch.mlp import NumpyMLP
+from dlzoo.train import loop
 from tests.unit.test_models import TEXT, TINY, plain_training, tiny_data
 
 LOSSES = {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_crossentropy"}
@@ -20,7 +23,7 @@ def trained(family: str, config=None, spec=None):
     reconstruct = models.family(family).reconstructs
     loss = "binary_crossentropy" if reconstruct else LOSSES[config.output_activation]
     x, y = tiny_data(spec, 1 if reconstruct else config.output_units, np.random.default_rng(5), count=32)
-    training.train(
+    loop.train(
         model,
         plain_training(loss, no_metrics=reconstruct),
         {"train": (x, y), "val": (x, y)},
@@ -76,7 +79,7 @@ def test_the_numpy_mlp_exports_through_onnx_helper_and_matches_numpy(sizes, acti
     mlp = NumpyMLP.initialise(sizes, activation, rng)
     mlp.biases = [rng.normal(size=b.shape) for b in mlp.biases]
     x = rng.normal(size=(50, sizes[0]))
-    proto = conversion.numpy_mlp_to_onnx(mlp)
+    proto = onnx_graph.to_onnx(mlp, conversion.OPSET, conversion.INPUT_NAME, conversion.OUTPUT_NAME)
     parity = conversion.check_parity(
         conversion.session(proto), mlp.predict_proba(x), x.astype(np.float32), 1e-5, classify=True
     )

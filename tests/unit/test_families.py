@@ -16,15 +16,27 @@ import numpy as np
 import onnx
 import pytest
 
-from dlzoo import conversion, models, training
+from dlzoo import models
 from dlzoo.config.experiments import FAMILY_CONFIGS
+from dlzoo.export import conversion
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Family, FitOptions
+from dlzoo.train import loop
 from tests.unit.test_models import LOSSES, SMOKE, plain_training, tiny_data
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "dlzoo"
 # The code that runs every family: it may hold no family's name.
-GENERIC = ["stages", "training.py", "distributed.py", "fitting.py", "problems.py", "config/base.py"]
+GENERIC = [
+    "data",
+    "train",
+    "evaluate",
+    "export",
+    "report",
+    "serve",
+    "track.py",
+    "problems.py",
+    "config/base.py",
+]
 
 
 @dataclass
@@ -42,7 +54,7 @@ def build_and_fit(family: Family, seed: int = 3) -> tuple[Any, list[dict], np.nd
     config, spec = SMOKE[family.name]
     classes = 0 if family.reconstructs else max(getattr(config, "output_units", 2), 2)
     x, y = tiny_data(spec, classes, np.random.default_rng(seed), count=32)
-    training.set_seeds(seed, deterministic=True)
+    loop.set_seeds(seed, deterministic=True)
     rng = np.random.default_rng(seed)
     model = family.build(config, spec, Assets(classes, rng))
     loss = (

@@ -26,13 +26,13 @@ HEAVY = (
 ENTRY_POINTS = {
     "dlzoo --help": ("from dlzoo.cli import build_parser; build_parser()", HEAVY),
     "dlzoo serve": (
-        "import dlzoo.serving.app, dlzoo.serving.grpc_service, dlzoo.serving.models",
+        "import dlzoo.serve.app, dlzoo.serve.grpc_service, dlzoo.serve.models",
         ("tensorflow", "keras", "sklearn", "mlflow", "matplotlib", "tf2onnx", "pooch"),
     ),
     "dlzoo repository": ("import dlzoo.repository", HEAVY),
     "dlzoo generate": ("import dlzoo.data.generated", ("tensorflow", "keras", "mlflow", "onnxruntime")),
-    "dlzoo train": ("import dlzoo.stages.train", ("tf2onnx", "onnxruntime")),
-    "dlzoo evaluate": ("import dlzoo.stages.evaluate", ("tf2onnx", "onnxruntime")),
+    "dlzoo train": ("import dlzoo.train.stage", ("tf2onnx", "onnxruntime")),
+    "dlzoo evaluate": ("import dlzoo.evaluate.stage", ("tf2onnx", "onnxruntime")),
 }
 
 
@@ -90,7 +90,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_has_no_cycle_counting_function_level_imports():
     graph = import_graph()
-    assert "dlzoo.training" in graph and "dlzoo.serving.app" in graph  # the walk found the package
+    assert "dlzoo.train.loop" in graph and "dlzoo.serve.app" in graph  # the walk found the package
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
 
@@ -100,12 +100,33 @@ def test_the_cycle_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+VERBS = ("data", "train", "evaluate", "export", "report", "serve")
+# What every verb may use: the vocabulary and the files all stages share.
+SHARED = {"config", "errors", "inputs", "problems", "records", "repository", "runtime", "store", "track"}
+
+
+def verb_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in VERBS else None
+
+
 def test_no_stage_imports_another_stage():
     graph = import_graph()
-    stages = {name for name in graph if name.startswith("dlzoo.stages.")}
-    assert {"dlzoo.stages.train", "dlzoo.stages.export"} <= stages
+    stages = {name for name in graph if name.endswith(".stage")}
+    assert {"dlzoo.train.stage", "dlzoo.evaluate.stage", "dlzoo.export.stage", "dlzoo.report.stage"} <= stages
     crossings = {stage: sorted(graph[stage] & stages) for stage in stages if graph[stage] & stages}
     assert not crossings
+
+
+def test_the_server_imports_only_its_own_package_the_shared_modules_and_the_vocabulary():
+    graph = import_graph()
+    allowed = {f"dlzoo.{name}" for name in SHARED} | {"dlzoo", "dlzoo.data", "dlzoo.data.text"}
+    outside = {
+        module: sorted(target for target in targets if verb_of(target) != "serve" and target not in allowed)
+        for module, targets in graph.items()
+        if verb_of(module) == "serve"
+    }
+    assert {module: targets for module, targets in outside.items() if targets} == {}
 
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)

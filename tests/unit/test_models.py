@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dlzoo import models, training
+from dlzoo import models
 from dlzoo.config.experiments import (
     FAMILY_CONFIGS,
     AutoencoderConfig,
@@ -25,6 +25,7 @@ from dlzoo.config.experiments import (
 from dlzoo.inputs import InputSpec
 from dlzoo.models import FAMILIES
 from dlzoo.models.transfer import BASE_NAME
+from dlzoo.train import loop
 
 IMAGE = InputSpec((32, 32, 3), "float32", scale=1 / 255)
 TEXT = InputSpec((12,), "int32", vocab_size=50)
@@ -96,7 +97,7 @@ def test_a_learnable_task_loss_goes_down():
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
     config = MlpConfig((16,), "relu", 0.0, 0.0, 0.0, False, 1, "sigmoid")
     model = models.family("mlp").builder(config, VECTOR)
-    history = training.train(
+    history = loop.train(
         model,
         plain_training("binary_crossentropy", epochs=15, batch_size=32),
         {"train": (x, y), "val": (x[:64], y[:64])},
@@ -130,14 +131,14 @@ def test_transfer_phase_one_freezes_the_base_and_phase_two_changes_only_unfrozen
     config = plain_training("sparse_categorical_crossentropy", fine_tune=FineTuneConfig(first, 0.01, 1))
 
     phase_one = dataclasses.replace(config, fine_tune=None)
-    training.train(model, phase_one, splits, IMAGE, seed=2, verbose=0)
+    loop.train(model, phase_one, splits, IMAGE, seed=2, verbose=0)
     after_one = _weights_by_layer(model)
     for name, weights in before.items():
         for old, new in zip(weights, after_one[name], strict=True):
             np.testing.assert_array_equal(old, new, err_msg=f"phase 1 changed base layer {name}")
 
     # Under the default strategy, as the train stage passes it (a scope per phase, not one reused).
-    history = training.train(
+    history = loop.train(
         model,
         config,
         splits,
@@ -174,9 +175,9 @@ def test_same_seed_gives_identical_weights_on_cpu():
     splits = {"train": (x, y), "val": (x[:8], y[:8])}
     runs = []
     for _ in range(2):
-        training.set_seeds(7, deterministic=True)
+        loop.set_seeds(7, deterministic=True)
         model = models.family("cnn").builder(config, spec)
-        training.train(
+        loop.train(
             model,
             plain_training("sparse_categorical_crossentropy", epochs=2),
             splits,
@@ -194,7 +195,7 @@ def test_op_determinism_follows_the_latest_call_not_an_earlier_one():
     (else Keras silently drops XLA for the second run)."""
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
-    training.set_seeds(1, deterministic=True)
+    loop.set_seeds(1, deterministic=True)
     assert is_op_determinism_enabled()
-    training.set_seeds(1, deterministic=False)
+    loop.set_seeds(1, deterministic=False)
     assert not is_op_determinism_enabled()

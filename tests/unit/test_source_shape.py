@@ -13,13 +13,13 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[2] / "src"
 MAX_LINES, MAX_PARAMETERS = 40, 6
 KNOWN = {
-    "dlzoo/distributed.py:train",
-    "dlzoo/scratch/mlp.py:fit",
-    "dlzoo/stages/evaluate.py:run",
-    "dlzoo/stages/evaluate.py:_score",
-    "dlzoo/stages/evaluate.py:_example_plots",
-    "dlzoo/stages/export.py:export_model",
-    "dlzoo/training.py:train",
+    "dlzoo/train/distributed.py:train",
+    "dlzoo/models/scratch/mlp.py:fit",
+    "dlzoo/evaluate/stage.py:run",
+    "dlzoo/evaluate/stage.py:_score",
+    "dlzoo/evaluate/stage.py:_example_plots",
+    "dlzoo/export/stage.py:export_model",
+    "dlzoo/train/loop.py:train",
 }
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlzoo.data.store import atomic_directory, save_npz
 from dlzoo.data.text import OOV_ID, PAD_ID, SPECIAL_TOKENS, START_ID, Vocabulary, pad, tokenize
+from dlzoo.store import atomic_directory, save_npz
 
 # --- tokenize ------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from dlzoo.data.sources import (
     resolve_mirror,
     sha256_of,
 )
-from dlzoo.data.store import atomic_directory, save_json
+from dlzoo.store import atomic_directory, save_json
 
 DOWNLOADABLE = tuple(REMOTE_FILES)
 SOURCE_FILE = "source.json"

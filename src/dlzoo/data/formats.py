@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlzoo.data.store import save_npz
+from dlzoo.store import save_npz
 
 CIFAR_CLASSES = (
     "airplane",

@@ -1,7 +1,8 @@
-"""The generated data sets of the course, identical in both profiles."""
+"""The generate stage: the course's synthetic data sets, identical in both profiles."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,17 @@ from sklearn.datasets import make_blobs, make_moons
 from sklearn.model_selection import train_test_split
 
 from dlzoo.config.data import BlobsConfig, DataConfig, MoonsConfig, SineConfig
-from dlzoo.data.splits import Split, tail_split
+from dlzoo.data.splits import Split, tail_split, write_splits
+from dlzoo.store import atomic_directory
 
 GENERATED = ("moons", "blobs", "sine")
+
+
+def write(dataset: str, config: DataConfig, out_dir: Path) -> dict[str, Any]:
+    """Writes a generated data set's splits and info.json into `out_dir`, all or nothing."""
+    splits, info = generate(dataset, config)
+    with atomic_directory(out_dir) as staging:
+        return write_splits(staging, splits, info)
 
 
 def generate(dataset: str, config: DataConfig) -> tuple[dict[str, Split], dict[str, Any]]:

@@ -17,8 +17,8 @@ from dlzoo.data import formats
 from dlzoo.data.download import SOURCE_FILE
 from dlzoo.data.sources import REMOTE_FILES
 from dlzoo.data.splits import INFO_FILE, Split, tail_split, write_splits
-from dlzoo.data.store import atomic_directory, load_json, save_json
 from dlzoo.data.text import OOV_ID, PAD_ID, START_ID, Vocabulary, pad
+from dlzoo.store import atomic_directory, load_json, save_json
 
 PREPROCESSED = ("mnist", "cifar10", "cats_dogs", "imdb")
 RAW_OF = {"mnist": "mnist", "cifar10": "cifar10", "cats_dogs": "cifar10", "imdb": "imdb"}

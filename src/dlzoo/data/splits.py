@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dlzoo.data.store import load_json, load_npz, save_json, save_npz
+from dlzoo.store import load_json, load_npz, save_json, save_npz
 
 INFO_FILE = "info.json"
 Split = tuple[np.ndarray, np.ndarray]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlzoo.data.store import load_json, save_json
+from dlzoo.store import load_json, save_json
 
 PAD_ID, START_ID, OOV_ID = 0, 1, 2
 SPECIAL_TOKENS = ("<pad>", "<start>", "<oov>")

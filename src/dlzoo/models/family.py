@@ -20,10 +20,11 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
-from dlzoo import distributed, runtime, tracking, training
+from dlzoo import runtime, track
 from dlzoo.config.experiments import TrainingConfig, TrainSettings
-from dlzoo.fitting import Split
+from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
+from dlzoo.train import distributed, loop
 
 KERAS_FILE = "model.keras"
 
@@ -112,7 +113,7 @@ class KerasFamily:
 
     def fit(self, model, training_config, splits, spec, options: FitOptions) -> Fitted:
         runtime.set_cudnn(model, options.cudnn_rnn)
-        history = training.train(
+        history = loop.train(
             model,
             training_config,
             splits,
@@ -120,7 +121,7 @@ class KerasFamily:
             seed=options.seed,
             max_epochs=options.max_epochs,
             reconstruct=self.reconstructs,
-            extra_callbacks=[tracking.EpochLogger()] if options.track else [],
+            extra_callbacks=[track.EpochLogger()] if options.track else [],
             verbose=options.verbose,
             jit_compile=options.jit_compile,
             strategy=options.strategy,
@@ -131,7 +132,7 @@ class KerasFamily:
         return Fitted(model, history)
 
     def score(self, model: keras.Model, split: Split, spec: InputSpec, batch_size: int) -> dict[str, float]:
-        return training.evaluate(model, split, spec, batch_size, reconstruct=self.reconstructs)
+        return loop.evaluate(model, split, spec, batch_size, reconstruct=self.reconstructs)
 
     def save(self, model: keras.Model, directory: Path) -> Path:
         model.save(directory / KERAS_FILE)
@@ -141,7 +142,7 @@ class KerasFamily:
         return keras.models.load_model(directory / KERAS_FILE)
 
     def log_model(self, model: keras.Model, saved: Path, example: np.ndarray) -> None:
-        tracking.log_keras_model(model, example)
+        track.log_keras_model(model, example)
 
     def parameter_count(self, model: keras.Model) -> int:
         return model.count_params()
@@ -151,7 +152,7 @@ class KerasFamily:
         return model.predict(x.astype(dtype), batch_size=256, verbose=0)
 
     def to_onnx(self, model: keras.Model, spec: InputSpec, opset: int, x: np.ndarray) -> Converted:
-        from dlzoo import conversion  # tf2onnx and ONNX Runtime: only the export stage loads them
+        from dlzoo.export import conversion  # tf2onnx and ONNX Runtime: only the export stage loads them
 
         proto = conversion.keras_to_onnx(model, spec, opset)
         reference = conversion.exportable(model)  # float32, no cuDNN: what the ONNX graph computes

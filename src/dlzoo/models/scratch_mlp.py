@@ -1,4 +1,4 @@
-"""The NumPy MLP (dlzoo.scratch) as a family: the same hooks as the Keras families, without Keras.
+"""The NumPy MLP (dlzoo.models.scratch) as a family: the same hooks as the Keras families, without Keras.
 
 It trains with its own mini-batch gradient descent on float64 arrays, saves its weights as
 `model.npz`, predicts probabilities, and converts to ONNX by writing the graph by hand.
@@ -12,13 +12,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from dlzoo import tracking
+from dlzoo import track
 from dlzoo.config.experiments import ScratchMlpConfig, TrainingConfig, TrainSettings
-from dlzoo.fitting import Split
+from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Converted, FitOptions, Fitted
-from dlzoo.scratch.mlp import NumpyMLP
-from dlzoo.scratch.mlp import fit as fit_numpy
+from dlzoo.models.scratch.mlp import NumpyMLP
+from dlzoo.models.scratch.mlp import fit as fit_numpy
 
 NPZ_FILE = "model.npz"
 
@@ -58,7 +58,7 @@ class ScratchFamily:
         )
         history = [{"epoch": index + 1, "phase": "train", **row} for index, row in enumerate(rows)]
         if options.track:
-            tracking.log_history(history)
+            track.log_history(history)
         return Fitted(model, history)
 
     def score(self, model: NumpyMLP, split: Split, spec: InputSpec, batch_size: int) -> dict[str, float]:
@@ -82,9 +82,12 @@ class ScratchFamily:
         return model.predict_proba(x.astype(np.float64)).astype(np.float32)
 
     def to_onnx(self, model: NumpyMLP, spec: InputSpec, opset: int, x: np.ndarray) -> Converted:
-        from dlzoo import conversion  # ONNX: only the export stage loads it
+        # ONNX, and the tensor names every export uses: only the export stage loads them.
+        from dlzoo.export.conversion import INPUT_NAME, OUTPUT_NAME
+        from dlzoo.models.scratch import onnx_graph
 
-        return Converted(conversion.numpy_mlp_to_onnx(model), model.predict_proba(x.astype(np.float64)))
+        proto = onnx_graph.to_onnx(model, opset, INPUT_NAME, OUTPUT_NAME)
+        return Converted(proto, model.predict_proba(x.astype(np.float64)))
 
 
 def _as_float(split: Split) -> Split:

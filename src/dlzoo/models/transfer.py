@@ -18,10 +18,10 @@ from keras import layers
 
 from dlzoo.config.experiments import TransferConfig
 from dlzoo.data.download import SOURCE_FILE
-from dlzoo.data.store import load_json
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
 from dlzoo.models.family import Assets, KerasFamily
+from dlzoo.store import load_json
 
 BASE_NAME = "base"
 

@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dlzoo.serving.batching import Batcher
-from dlzoo.serving.errors import InferenceError
-from dlzoo.serving.metrics import Metrics
-from dlzoo.serving.models import NAME_PATTERN, ServedModel
+from dlzoo.serve.batching import Batcher
+from dlzoo.serve.errors import InferenceError
+from dlzoo.serve.metrics import Metrics
+from dlzoo.serve.models import NAME_PATTERN, ServedModel
 
-LOG = logging.getLogger("dlzoo.serving")
+LOG = logging.getLogger("dlzoo.serve")
 SERVER_NAME = "dlzoo"
 EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration"]
 

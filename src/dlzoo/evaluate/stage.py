@@ -10,12 +10,13 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from dlzoo import models, plots, problems, scoring, tracking
+from dlzoo import models, problems, track
 from dlzoo.config import Params
 from dlzoo.data.splits import load_info, load_split
-from dlzoo.data.store import atomic_directory, load_json, save_json
 from dlzoo.data.text import Vocabulary
+from dlzoo.evaluate import plots, scoring
 from dlzoo.models.family import Family
+from dlzoo.store import atomic_directory, load_json, save_json
 
 SPLITS = ("test", "test_full")
 
@@ -143,7 +144,7 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 
 
 def _log_to_run(run_id: str, results: dict[str, Any], plots_dir: Path) -> None:
-    with tracking.resume_run(run_id):
+    with track.resume_run(run_id):
         for split in SPLITS:
             if split in results:
                 mlflow.log_metrics(scoring.scalar_metrics(f"eval_{split}", results[split]))

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from dlzoo import conversion, repository
-from dlzoo.data.store import load_json
+from dlzoo import repository
+from dlzoo.export import conversion
+from dlzoo.store import load_json
 
 LATENCY_RUNS = 50
 

@@ -22,11 +22,11 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from dlzoo.serving import protocol, tensors
-from dlzoo.serving.errors import InferenceError
-from dlzoo.serving.service import EXTENSIONS, SERVER_NAME, InferenceService, off_loop_if_large
+from dlzoo.serve import protocol, tensors
+from dlzoo.serve.errors import InferenceError
+from dlzoo.serve.service import EXTENSIONS, SERVER_NAME, InferenceService, off_loop_if_large
 
-LOG = logging.getLogger("dlzoo.serving")
+LOG = logging.getLogger("dlzoo.serve")
 # The typed `contents` field that carries each datatype (InferTensorContents).
 CONTENTS_FIELDS = {
     "BOOL": "bool_contents",

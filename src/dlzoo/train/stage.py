@@ -20,14 +20,14 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from dlzoo import models, runtime, tracking, training
+from dlzoo import models, runtime, track
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExperimentConfig
-from dlzoo.data.splits import load_info, load_split
-from dlzoo.data.store import atomic_directory, save_json
-from dlzoo.fitting import Split
+from dlzoo.data.splits import Split, load_info, load_split
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Family, FitOptions
+from dlzoo.store import atomic_directory, save_json
+from dlzoo.train import loop
 
 EVALUATED_SPLITS = ("test", "test_full")  # test_full: every test sample of a subset (cats vs dogs)
 
@@ -42,15 +42,15 @@ def run(
         with tempfile.TemporaryDirectory() as scratch:
             _train(job, Path(scratch), chief=False)
         return {"experiment": name, "worker": True}
-    tags = tracking.environment_tags(info)
+    tags = track.environment_tags(info)
     if adjustment:
         print(f"{name}: {adjustment}")
         tags["dlzoo.device_adjustment"] = adjustment
     with (
-        tracking.start_run(experiment.task, name, _run_params(job), tags) as active,
+        track.start_run(experiment.task, name, _run_params(job), tags) as active,
         atomic_directory(out_dir) as staging,
     ):
-        tracking.log_environment()
+        track.log_environment()
         started = time.perf_counter()
         history, scores, size = _train(job, staging, chief=True)
         seconds = time.perf_counter() - started
@@ -77,7 +77,7 @@ def _prepare(
     info = load_info(data_dir)
     splits = {split: load_split(data_dir, split) for split in info["splits"]}
     cap = experiment.training.demo_max_epochs if info["profile"] == "demo" else None
-    training.set_seeds(params.train.seed, params.train.deterministic)
+    loop.set_seeds(params.train.seed, params.train.deterministic)
     runtime.configure_precision(params.train.mixed_precision)
     strategy = runtime.strategy_for(params.train.distribute)
     family = models.family(experiment.family)
@@ -105,8 +105,8 @@ def _run_params(job: Job) -> dict[str, Any]:
     """What the MLflow run records as params: the experiment, the train settings, the data."""
     info = job.info
     return {
-        **tracking.flatten(job.experiment),
-        **tracking.flatten(job.params.train),
+        **track.flatten(job.experiment),
+        **track.flatten(job.params.train),
         "data.profile": info["profile"],
         "max_epochs_per_phase": job.max_epochs or "none",
         "replicas": job.strategy.num_replicas_in_sync,

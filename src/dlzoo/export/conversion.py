@@ -17,12 +17,10 @@ import onnx
 import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from dlzoo.errors import DlzooError
 from dlzoo.inputs import InputSpec
 from dlzoo.runtime import all_layers
-from dlzoo.scratch.mlp import NumpyMLP
 
 OPSET = 17
 INPUT_NAME = "inputs"
@@ -92,42 +90,6 @@ def keras_to_onnx(model: keras.Model, spec: InputSpec, opset: int = OPSET) -> on
         return {OUTPUT_NAME: model(inputs, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
-    onnx.checker.check_model(proto)
-    return proto
-
-
-def numpy_mlp_to_onnx(mlp: NumpyMLP) -> onnx.ModelProto:
-    """The NumPy MLP as an ONNX graph: MatMul + Add per layer, the activations, then the output."""
-    nodes, initializers = [], []
-    current = INPUT_NAME
-    activation_op = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}[mlp.activation]
-    for index, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
-        last = index == len(mlp.weights) - 1
-        initializers += [
-            numpy_helper.from_array(weight.astype(np.float32), f"weight_{index}"),
-            numpy_helper.from_array(bias.astype(np.float32), f"bias_{index}"),
-        ]
-        nodes += [
-            helper.make_node("MatMul", [current, f"weight_{index}"], [f"matmul_{index}"]),
-            helper.make_node("Add", [f"matmul_{index}", f"bias_{index}"], [f"z_{index}"]),
-        ]
-        output = OUTPUT_NAME if last else f"a_{index}"
-        if last:
-            op = "Sigmoid" if mlp.binary else "Softmax"
-            nodes.append(
-                helper.make_node(op, [f"z_{index}"], [output], **({} if mlp.binary else {"axis": -1}))
-            )
-        else:
-            nodes.append(helper.make_node(activation_op, [f"z_{index}"], [output]))
-        current = output
-    graph = helper.make_graph(
-        nodes,
-        "numpy_mlp",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", mlp.weights[0].shape[0]])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", mlp.weights[-1].shape[1]])],
-        initializers,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dlzoo")
     onnx.checker.check_model(proto)
     return proto
 

@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 
 from dlzoo.problems import probabilities
-from dlzoo.serving import tensors
-from dlzoo.serving.errors import InferenceError
-from dlzoo.serving.models import CLASSIFIER_KINDS, ServedModel
+from dlzoo.serve import tensors
+from dlzoo.serve.errors import InferenceError
+from dlzoo.serve.models import CLASSIFIER_KINDS, ServedModel
 
 __all__ = ["InferenceError"]
 

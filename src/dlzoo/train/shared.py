@@ -1,19 +1,18 @@
 """What every training loop shares: a split's tf.data pipeline and the optimiser.
 
-Keras' `fit` (dlzoo.training) and the multi-worker custom loop (dlzoo.distributed) both build
+Keras' `fit` (dlzoo.train.loop) and the multi-worker custom loop (dlzoo.train.distributed) both build
 on this module, so neither imports the other's internals.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from dlzoo.config.experiments import TrainingConfig
+from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
 
-Split = tuple[np.ndarray, np.ndarray]
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 
 

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from dlzoo import distributed
 from dlzoo.config.experiments import TrainingConfig
-from dlzoo.fitting import Split, make_dataset, make_optimizer
+from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
+from dlzoo.train import distributed
+from dlzoo.train.shared import make_dataset, make_optimizer
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dlzoo.serving.errors import InferenceError
-from dlzoo.serving.metrics import Metrics
-from dlzoo.serving.models import ServedModel
+from dlzoo.serve.errors import InferenceError
+from dlzoo.serve.metrics import Metrics
+from dlzoo.serve.models import ServedModel
 
 
 @dataclass

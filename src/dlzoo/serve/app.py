@@ -25,12 +25,12 @@ from google.protobuf import json_format
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_413_CONTENT_TOO_LARGE
 
-from dlzoo.serving import protocol, schema
-from dlzoo.serving.errors import InferenceError
-from dlzoo.serving.models import Overrides, ServedModel, default_threads, load_repository
-from dlzoo.serving.service import EXTENSIONS, SERVER_NAME, InferenceService, off_loop_if_large
+from dlzoo.serve import protocol, schema
+from dlzoo.serve.errors import InferenceError
+from dlzoo.serve.models import Overrides, ServedModel, default_threads, load_repository
+from dlzoo.serve.service import EXTENSIONS, SERVER_NAME, InferenceService, off_loop_if_large
 
-LOG = logging.getLogger("dlzoo.serving")
+LOG = logging.getLogger("dlzoo.serve")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # int64/uint64 fields of ModelConfig that protobuf's JSON writes as strings; Triton writes numbers.
 _INT64_FIELDS = {"dims", "versions", "max_queue_delay_microseconds", "default_timeout_microseconds"}
@@ -59,7 +59,7 @@ def create_app(settings: ServeSettings, models: dict[str, ServedModel] | None = 
         app.state.service = service
         grpc_server = None
         if settings.grpc_port is not None:
-            from dlzoo.serving.grpc_service import start_server
+            from dlzoo.serve.grpc_service import start_server
 
             grpc_server = await start_server(
                 service, settings.grpc_host, settings.grpc_port, settings.max_body_bytes

@@ -19,10 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 from dlzoo.config.experiments import TrainingConfig
+from dlzoo.data.splits import Split
 from dlzoo.errors import DlzooError
-from dlzoo.fitting import Split, make_dataset, make_optimizer
 from dlzoo.inputs import InputSpec
 from dlzoo.runtime import all_layers
+from dlzoo.train.shared import make_dataset, make_optimizer
 
 SUM = tf.distribute.ReduceOp.SUM
 

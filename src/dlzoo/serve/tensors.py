@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from dlzoo.serving.errors import InferenceError
+from dlzoo.serve.errors import InferenceError
 
 # Open Inference Protocol datatypes as little-endian numpy dtypes; BYTES is handled apart.
 NUMPY_DTYPES = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlzoo.scratch.neuron import ACTIVATIONS, sigmoid, softmax
+from dlzoo.models.scratch.neuron import ACTIVATIONS, sigmoid, softmax
 
 Array = np.ndarray
 _EPSILON = 1e-12

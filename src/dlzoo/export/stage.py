@@ -12,13 +12,14 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from dlzoo import conversion, models, problems, repository, tracking
+from dlzoo import models, problems, repository, track
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExportSettings
 from dlzoo.data.splits import load_info, load_split
-from dlzoo.data.store import load_json
+from dlzoo.export import conversion
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Family
+from dlzoo.store import load_json
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def preprocessing_metadata(info: dict[str, Any], spec: InputSpec) -> dict[str, A
 
 
 def _register(run_id: str, name: str, onnx_bytes: bytes, max_abs_diff: float) -> None:
-    with tracking.resume_run(run_id):
+    with track.resume_run(run_id):
         mlflow.log_metrics({"onnx_parity_max_abs_diff": max_abs_diff})
         mlflow.onnx.log_model(
             onnx.load_from_string(onnx_bytes),

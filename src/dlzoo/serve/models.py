@@ -22,12 +22,12 @@ import onnxruntime
 from tritonclient.grpc import model_config_pb2 as triton
 
 from dlzoo import repository
-from dlzoo.data.store import load_json
 from dlzoo.data.text import Vocabulary, pad
 from dlzoo.repository import RepositoryError
-from dlzoo.serving.tensors import NUMPY_DTYPES
+from dlzoo.serve.tensors import NUMPY_DTYPES
+from dlzoo.store import load_json
 
-LOG = logging.getLogger("dlzoo.serving")
+LOG = logging.getLogger("dlzoo.serve")
 # Names as the URL carries them: no path characters, no leading dot (so `.name.tmp-*` staging
 # directories that a running export is writing are never served).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

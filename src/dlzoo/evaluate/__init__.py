@@ -1,0 +1,1 @@
+"""Evaluate: test metrics and plots of a trained model."""

@@ -1,0 +1,1 @@
+"""Export: the trained model as ONNX, checked against it, registered in MLflow."""

@@ -1,0 +1,1 @@
+"""Report: one table of every experiment."""
