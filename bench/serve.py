@@ -51,6 +51,7 @@ import numpy as np
 import onnxruntime
 
 from dlzoo import repository
+from dlzoo.records import ExportMetadata, TensorInfo
 
 RAW = "onnxruntime session.run"
 DLZOO = "dlzoo"
@@ -66,15 +67,15 @@ PATHS = {
 }
 
 
-def make_inputs(metadata: dict, count: int, seed: int = 0) -> np.ndarray:
+def make_inputs(metadata: ExportMetadata, count: int, seed: int = 0) -> np.ndarray:
     """`count` model-ready single samples, as the test data look (token ids, pixels, normal noise)."""
     rng = np.random.default_rng(seed)
-    tensor = metadata["inputs"][0]
-    shape = [count, *tensor["shape"][1:]]
-    if tensor["datatype"] == "INT32":
-        ids = rng.integers(3, metadata["preprocessing"]["vocab_size"], size=shape)
+    tensor = metadata.inputs[0]
+    shape = [count, *tensor.shape[1:]]
+    if tensor.datatype == "INT32":
+        ids = rng.integers(3, metadata.preprocessing.vocab_size, size=shape)
         return ids.astype(np.int32)
-    if metadata["preprocessing"]["type"] == "image":
+    if metadata.preprocessing.type == "image":
         return rng.integers(0, 256, size=shape).astype(np.float32)
     return rng.normal(size=shape).astype(np.float32)
 
@@ -108,9 +109,9 @@ def bench_onnxruntime(session: onnxruntime.InferenceSession, samples: np.ndarray
 class Client:
     """One tritonclient object (create it in the thread that uses it) and one protocol."""
 
-    def __init__(self, protocol: str, url: str, model: str, tensor: dict, output: str):
+    def __init__(self, protocol: str, url: str, model: str, tensor: TensorInfo, output: str):
         self.protocol, self.model, self.output = protocol, model, output
-        self.input_name, self.datatype = tensor["name"], tensor["datatype"]
+        self.input_name, self.datatype = tensor.name, tensor.datatype
         if protocol == "grpc":
             import tritonclient.grpc as triton
         else:
@@ -302,12 +303,12 @@ def check_answer(client: Client, sample: np.ndarray, expected: np.ndarray) -> st
 def bench_model(args: argparse.Namespace, name: str, labels: list[str]) -> tuple[dict, dict]:
     """(results[label][clients] = per-repetition summaries, {label: why it failed})."""
     metadata = repository.read_metadata(args.repository / name)
-    tensor = metadata["inputs"][0]
-    output = metadata["outputs"][0]["name"]
+    tensor = metadata.inputs[0]
+    output = metadata.outputs[0].name
     samples = make_inputs(metadata, args.samples)
     model_file = args.repository / name / "1" / "model.onnx"
     session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
-    expected = session.run([output], {tensor["name"]: samples[:1]})[0][0]
+    expected = session.run([output], {tensor.name: samples[:1]})[0][0]
     servers = list(dict.fromkeys(PATHS[label][0] for label in labels))
     results: dict = {RAW: {1: []}, **{label: {c: [] for c in args.clients} for label in labels}}
     failed: dict[str, str] = {}

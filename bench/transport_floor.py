@@ -35,6 +35,7 @@ import serve as bench_serve
 import uvloop
 
 from dlzoo import repository
+from dlzoo.records import ExportMetadata
 
 
 def canned_rest_response(model: str, output: str, values: np.ndarray) -> tuple[bytes, dict]:
@@ -141,8 +142,10 @@ def start_dlzoo(args: argparse.Namespace) -> tuple[subprocess.Popen, dict[str, s
     return process, {"binary": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}"}
 
 
-def single_client_p50(protocol: str, url: str, model: str, metadata: dict, samples, requests: int) -> float:
-    tensor, output = metadata["inputs"][0], metadata["outputs"][0]["name"]
+def single_client_p50(
+    protocol: str, url: str, model: str, metadata: ExportMetadata, samples, requests: int
+) -> float:
+    tensor, output = metadata.inputs[0], metadata.outputs[0].name
 
     def make_client():
         return bench_serve.Client(protocol, url, model, tensor, output)
@@ -177,12 +180,12 @@ def main() -> None:
         return
 
     args.repository = args.repository.resolve()
-    version = args.repository / args.model / "1"
-    metadata = json.loads((version / "metadata.json").read_text())
+    version = args.repository / args.model / repository.VERSION
+    metadata = repository.read_metadata(args.repository / args.model)
     session = onnxruntime.InferenceSession(str(version / repository.MODEL_FILE))
     samples = bench_serve.make_inputs(metadata, 64)
-    output = metadata["outputs"][0]
-    output_shape = [1, *output["shape"][1:]]
+    output = metadata.outputs[0]
+    output_shape = [1, *output.shape[1:]]
 
     results: dict[str, dict[str, list[float]]] = {
         protocol: {"stand-in": [], "dlzoo": [], "session.run": []} for protocol in ("binary", "grpc")
@@ -190,7 +193,7 @@ def main() -> None:
     for repetition in range(args.repetitions):
         raw = bench_serve.bench_onnxruntime(session, samples, args.requests)["p50_ms"]
         for protocol in ("binary", "grpc"):
-            process, url = start_stand_in(protocol, args.model, output["name"], output_shape)
+            process, url = start_stand_in(protocol, args.model, output.name, output_shape)
             try:
                 results[protocol]["stand-in"].append(
                     single_client_p50(protocol, url, args.model, metadata, samples, args.requests)

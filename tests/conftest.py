@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root and the demo data made once per test session."""
+"""Shared fixtures: the project root and the demo data made once per test session."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -15,8 +15,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 @pytest.fixture(scope="session")
-def repo() -> Path:
-    return REPO
+def project_root() -> Path:
+    return PROJECT
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dlzoo.cli import main
 
     root = tmp_path_factory.mktemp("demo-data")
-    params = ["--params", str(REPO / "params.yaml")]
+    params = ["--params", str(PROJECT / "params.yaml")]
     with pytest.MonkeyPatch.context() as patch:
         # An empty Keras home: the demo must not depend on what this machine has cached.
         patch.setenv("KERAS_HOME", str(root / "keras-home"))

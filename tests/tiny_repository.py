@@ -17,9 +17,10 @@ import numpy as np
 from dlzoo import models, repository
 from dlzoo.config.experiments import ExportSettings, RnnConfig, ServingSettings
 from dlzoo.data.splits import load_info
-from dlzoo.export.stage import export_model
+from dlzoo.export.stage import Trained, export_model
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Family
+from dlzoo.records import DataInfo, ExportMetadata, TrainSummary
 from tests.unit.test_models import SMOKE
 
 MAX_BATCH_SIZE = 16
@@ -53,32 +54,47 @@ MODELS = {
 }
 
 
-def _model(family: Family, config, info: dict):
-    assets = Assets(classes=len(info.get("classes") or []), rng=np.random.default_rng(1))
-    return family.build(config, InputSpec.from_info(info), assets)
+def _trained(name: str, family: Family, config, info: DataInfo) -> Trained:
+    """An untrained model, with the summary the train stage would write (no epochs, no MLflow run)."""
+    assets = Assets(classes=len(info.classes or []), rng=np.random.default_rng(1))
+    model = family.build(config, InputSpec.from_info(info), assets)
+    summary = TrainSummary(
+        experiment=name,
+        task=f"tiny-{family.name}",
+        family=family.name,
+        profile=info.profile,
+        stand_in=info.stand_in,
+        epochs=0,
+        parameters=family.parameter_count(model),
+        train_seconds=0.0,
+        mlflow_run_id=None,
+        test={},
+    )
+    return Trained(family, model, summary)
 
 
 def build(root: Path, demo_data: Path) -> Path:
     """Exports every model of MODELS under `root` and returns the model repository in it."""
     for name, (family_name, data, config) in MODELS.items():
         data_dir = demo_data / "processed" / data
-        family = models.family(family_name)
-        model = _model(family, config, load_info(data_dir))
-        exported = export_model(name, f"tiny-{family_name}", family, model, data_dir, EXPORT)
+        trained = _trained(name, models.family(family_name), config, load_info(data_dir))
+        exported = export_model(trained, data_dir, EXPORT)
         export_dir = root / "onnx" / name
         repository.write_export(export_dir, exported.onnx_bytes, exported.metadata, exported.files)
         repository.publish(export_dir, root / "repository" / name, SERVING)
     return root / "repository"
 
 
-def valid_batch(metadata: dict, count: int, rng: np.random.Generator) -> tuple[str, list, np.ndarray]:
+def valid_batch(
+    metadata: ExportMetadata, count: int, rng: np.random.Generator
+) -> tuple[str, list, np.ndarray]:
     """A model-ready batch for a model: (datatype, shape, values)."""
-    tensor = metadata["inputs"][0]
-    shape = [count, *tensor["shape"][1:]]
-    if tensor["datatype"] == "INT32":
-        values = rng.integers(0, metadata["preprocessing"]["vocab_size"], size=shape).astype(np.int32)
-    elif metadata["preprocessing"]["type"] == "image":
+    tensor = metadata.inputs[0]
+    shape = [count, *tensor.shape[1:]]
+    if tensor.datatype == "INT32":
+        values = rng.integers(0, metadata.preprocessing.vocab_size, size=shape).astype(np.int32)
+    elif metadata.preprocessing.type == "image":
         values = rng.integers(0, 256, size=shape).astype(np.float32)
     else:
         values = rng.normal(size=shape).astype(np.float32)
-    return tensor["datatype"], shape, values
+    return tensor.datatype, shape, values

@@ -42,36 +42,29 @@ def _train(args: argparse.Namespace) -> None:
     summary = stage.run(
         args.experiment, load_params(args.params), args.data, args.out, args.history, args.pretrained
     )
-    if summary.get("worker"):
+    if summary is None:
         print(f"{args.experiment}: this worker's share is done; the chief (worker 0) wrote the outputs")
         return
-    scores = {split: summary[split] for split in ("test", "test_full") if split in summary}
-    print(f"{args.experiment}: {summary['epochs']} epochs in {summary['train_seconds']} s; {scores}")
+    scores = {split: values for split in ("test", "test_full") if (values := getattr(summary, split))}
+    print(f"{args.experiment}: {summary.epochs} epochs in {summary.train_seconds} s; {scores}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from dlzoo.evaluate import stage
 
-    results = stage.run(
-        args.experiment,
-        load_params(args.params),
-        args.model,
-        args.data,
-        args.history,
-        args.metrics,
-        args.plots,
-    )
-    print(f"{args.experiment}: test {results['headline']['metric']} {results['headline']['value']:.4f}")
+    files = stage.Files(args.model, args.data, args.history, args.metrics, args.plots)
+    metrics = stage.run(args.experiment, load_params(args.params), files)
+    print(f"{args.experiment}: test {metrics.headline.metric} {metrics.headline.value:.4f}")
 
 
 def _export(args: argparse.Namespace) -> None:
     from dlzoo.export import stage
 
     metadata = stage.run(args.experiment, load_params(args.params), args.model, args.data, args.out)
-    parity = metadata["parity"]
+    parity = metadata.parity
     print(
-        f"{args.experiment}: {metadata['onnx_bytes']:,} bytes of ONNX; parity on {parity['samples']} test "
-        f"samples: max |diff| {parity['max_abs_diff']:.2e} <= {parity['tolerance']:g}"
+        f"{args.experiment}: {metadata.onnx_bytes:,} bytes of ONNX; parity on {parity.samples} test "
+        f"samples: max |diff| {parity.max_abs_diff:.2e} <= {parity.tolerance:g}"
     )
 
 
@@ -147,19 +140,20 @@ def _instances(root: Path, names: list[str]) -> int:
     return max(1, total)
 
 
-def _print_counts(dataset: str, info: dict) -> None:
-    if "vocabulary_words" in info:
+def _print_counts(dataset: str, info: Any) -> None:
+    """One line per split of a DataInfo, or the vocabulary of a CorpusInfo."""
+    if hasattr(info, "vocabulary_words"):
         print(
-            f"{dataset}: vocabulary of {info['vocabulary_words']} words + 3 special ids; "
-            f"variants {', '.join(info['variants'])}"
+            f"{dataset}: vocabulary of {info.vocabulary_words} words + 3 special ids; "
+            f"variants {', '.join(info.variants)}"
         )
         return
-    for split, summary in info["splits"].items():
-        counts = summary.get("class_counts")
+    for split, summary in info.splits.items():
+        counts = summary.class_counts
         detail = ", ".join(f"{name} {n}" for name, n in counts.items()) if counts else ""
         print(
-            f"{dataset}/{split}: {summary['count']} samples, x {summary['x_shape']} "
-            f"{summary['x_dtype']}{'; ' + detail if detail else ''}"
+            f"{dataset}/{split}: {summary.count} samples, x {summary.x_shape} "
+            f"{summary.x_dtype}{'; ' + detail if detail else ''}"
         )
 
 

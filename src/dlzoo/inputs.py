@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dlzoo.records import DataInfo
 
 
 @dataclass(frozen=True)
@@ -14,13 +17,11 @@ class InputSpec:
     vocab_size: int | None = None  # token ids are below this
 
     @classmethod
-    def from_info(cls, info: dict[str, Any]) -> InputSpec:
-        train = info["splits"]["train"]
-        settings = info.get("input", {})
-        dtype = "int32" if train["x_dtype"].startswith("int") else "float32"
+    def from_info(cls, info: DataInfo) -> InputSpec:
+        train = info.splits["train"]
         return cls(
-            shape=tuple(train["x_shape"][1:]),
-            dtype=dtype,
-            scale=settings.get("scale"),
-            vocab_size=settings.get("vocab_size"),
+            shape=tuple(train.x_shape[1:]),
+            dtype="int32" if train.x_dtype.startswith("int") else "float32",
+            scale=getattr(info.input, "scale", None),
+            vocab_size=getattr(info.input, "vocab_size", None),
         )

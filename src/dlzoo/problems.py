@@ -1,4 +1,4 @@
-"""What a model's outputs mean: the kind of problem it solves, and its outputs as class probabilities.
+"""What a model's outputs mean: the problem it solves, and its outputs as class probabilities.
 
 NumPy only: the evaluate and export stages and the server all read outputs this way, and the
 server must not load scikit-learn (or TensorFlow) to do it.
@@ -6,18 +6,14 @@ server must not load scikit-learn (or TensorFlow) to do it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+CLASSIFICATION = ("binary", "multiclass")
 
-def task_kind(info: dict[str, Any], reconstructs: bool) -> str:
-    """How a model is scored: a family that gives back its input is scored on reconstruction."""
-    if reconstructs:
-        return "reconstruction"
-    return {"binary_classification": "binary", "multiclass_classification": "multiclass"}.get(
-        info["task"], "regression"
-    )
+
+def solved(data_problem: str, reconstructs: bool) -> str:
+    """The problem a model solves: its data's, unless the family is trained to give back its input."""
+    return "reconstruction" if reconstructs else data_problem
 
 
 def probabilities(outputs: np.ndarray) -> np.ndarray:

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as triton
 
 from dlzoo.config.experiments import ServingSettings
 from dlzoo.errors import DlzooError
-from dlzoo.store import atomic_directory, load_json, save_json
+from dlzoo.records import ExportMetadata, TensorInfo
+from dlzoo.store import atomic_directory
 
 VERSION = "1"
 MODEL_FILE = "model.onnx"
@@ -54,36 +54,36 @@ class RepositoryError(DlzooError):
     """The model repository cannot be served as it is; the message says which file and why."""
 
 
-def tensor(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
+def tensor(name: str, dtype: str, shape: list[int]) -> TensorInfo:
     """A tensor description; shape includes the batch dimension as -1."""
-    return {"name": name, "datatype": NUMPY_TYPES[dtype], "shape": [-1, *shape]}
+    return TensorInfo(name=name, datatype=NUMPY_TYPES[dtype], shape=[-1, *shape])
 
 
-def is_labelled(metadata: dict[str, Any]) -> bool:
+def is_labelled(metadata: ExportMetadata) -> bool:
     """One score per named class: Triton's classification extension can name the classes."""
-    labels = metadata.get("labels")
-    return bool(labels) and [len(labels)] == metadata["outputs"][0]["shape"][1:]
+    labels = metadata.labels
+    return bool(labels) and [len(labels)] == metadata.outputs[0].shape[1:]
 
 
-def model_config(metadata: dict[str, Any], settings: ServingSettings) -> triton.ModelConfig:
+def model_config(metadata: ExportMetadata, settings: ServingSettings) -> triton.ModelConfig:
     """Triton's configuration of one model. With max_batch_size > 0, dims exclude the batch."""
     label_file = LABELS_FILE if is_labelled(metadata) else ""
     return triton.ModelConfig(
-        name=metadata["name"],
+        name=metadata.name,
         backend="onnxruntime",
         max_batch_size=settings.max_batch_size,
         input=[
-            triton.ModelInput(name=t["name"], data_type=TRITON_TYPES[t["datatype"]], dims=t["shape"][1:])
-            for t in metadata["inputs"]
+            triton.ModelInput(name=t.name, data_type=TRITON_TYPES[t.datatype], dims=t.shape[1:])
+            for t in metadata.inputs
         ],
         output=[
             triton.ModelOutput(
-                name=t["name"],
-                data_type=TRITON_TYPES[t["datatype"]],
-                dims=t["shape"][1:],
+                name=t.name,
+                data_type=TRITON_TYPES[t.datatype],
+                dims=t.shape[1:],
                 label_filename=label_file,
             )
-            for t in metadata["outputs"]
+            for t in metadata.outputs
         ],
         version_policy=triton.ModelVersionPolicy(
             specific=triton.ModelVersionPolicy.Specific(versions=[int(VERSION)])
@@ -98,18 +98,18 @@ def model_config(metadata: dict[str, Any], settings: ServingSettings) -> triton.
     )
 
 
-def write_export(out_dir: Path, onnx_bytes: bytes, metadata: dict[str, Any], files: dict[str, bytes]) -> None:
+def write_export(out_dir: Path, onnx_bytes: bytes, metadata: ExportMetadata, files: dict[str, bytes]) -> None:
     """The export stage's output directory, written atomically."""
     with atomic_directory(out_dir) as staging:
         (staging / MODEL_FILE).write_bytes(onnx_bytes)
         for file_name, payload in files.items():
             (staging / file_name).write_bytes(payload)
-        save_json(staging / METADATA_FILE, metadata)
+        metadata.write(staging / METADATA_FILE)
 
 
 def publish(export_dir: Path, out_dir: Path, settings: ServingSettings) -> triton.ModelConfig:
     """One repository entry from one export, written atomically; returns its configuration."""
-    metadata = load_json(export_dir / METADATA_FILE)
+    metadata = ExportMetadata.read(export_dir / METADATA_FILE)
     config = model_config(metadata, settings)
     with atomic_directory(out_dir) as staging:
         version_dir = staging / VERSION
@@ -117,7 +117,7 @@ def publish(export_dir: Path, out_dir: Path, settings: ServingSettings) -> trito
         for source in sorted(export_dir.iterdir()):
             shutil.copyfile(source, version_dir / source.name)
         if is_labelled(metadata):
-            labels = "".join(f"{label}\n" for label in metadata["labels"])
+            labels = "".join(f"{label}\n" for label in metadata.labels)
             (staging / LABELS_FILE).write_text(labels, encoding="utf-8")
         (staging / CONFIG_FILE).write_text(text_format.MessageToString(config), encoding="utf-8")
     return config
@@ -133,5 +133,5 @@ def read_config(model_dir: Path) -> triton.ModelConfig:
         raise RepositoryError(f"{path} is not a valid Triton ModelConfig: {error}") from None
 
 
-def read_metadata(model_dir: Path) -> dict[str, Any]:
-    return load_json(model_dir / VERSION / METADATA_FILE)
+def read_metadata(model_dir: Path) -> ExportMetadata:
+    return ExportMetadata.read(model_dir / VERSION / METADATA_FILE)

@@ -24,6 +24,7 @@ import requests
 import tensorflow as tf
 
 from dlzoo.errors import DlzooError
+from dlzoo.records import DataInfo
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 ENVIRONMENT_ARTIFACTS = "environment"  # the run's artifact directory for what log_environment() writes
@@ -33,7 +34,7 @@ class TrackingError(DlzooError):
     """The tracking store cannot be used; the message names the URI."""
 
 
-def repository_root(start: Path | None = None) -> Path:
+def project_root(start: Path | None = None) -> Path:
     """The project root, also from inside DVC's temporary experiment copies (.dvc/tmp/exps/...)."""
     path = (start or Path.cwd()).resolve()
     if ".dvc" in path.parts:
@@ -42,7 +43,7 @@ def repository_root(start: Path | None = None) -> Path:
 
 
 def tracking_uri() -> str:
-    return os.environ.get(TRACKING_ENV) or f"sqlite:///{repository_root() / 'mlflow.db'}"
+    return os.environ.get(TRACKING_ENV) or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -70,14 +71,14 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): list(value) if isinstance(value, tuple) else value}
 
 
-def environment_tags(data_info: dict[str, Any]) -> dict[str, str]:
-    files = data_info.get("source", {}).get("files", {})
+def environment_tags(data_info: DataInfo) -> dict[str, str]:
+    files = data_info.source.get("files", {})
     return {
         "git.commit": _git_commit(),
         "dvc.experiment": os.environ.get("DVC_EXP_NAME", ""),
-        "data.profile": str(data_info.get("profile")),
-        "data.stand_in": str(data_info.get("stand_in")),
-        "data.dataset": str(data_info.get("dataset")),
+        "data.profile": data_info.profile,
+        "data.stand_in": str(data_info.stand_in),
+        "data.dataset": data_info.dataset,
         "data.sha256": json.dumps({name: entry["sha256"] for name, entry in files.items()}),
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
@@ -174,7 +175,7 @@ def _describe(device: dict[str, Any]) -> str:
 def _git_commit() -> str:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=repository_root()
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=project_root()
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -24,11 +24,11 @@ def run(command: list[str], cwd: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(repo / name, root / name)
-    shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(project_root / name, root / name)
+    shutil.copytree(project_root / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
     run(["dvc", "config", "core.analytics", "false"], root)
@@ -88,15 +88,15 @@ def test_train_stages_log_to_the_root_store_and_rerun_only_what_changed(project:
 
 @pytest.mark.slow
 def test_the_whole_demo_pipeline_runs_and_every_experiment_is_tracked(project: Path):
-    import json
-
     from mlflow.tracking import MlflowClient
+
+    from dlzoo.records import SUMMARY_FILE, TrainSummary
 
     run(["dvc", "repro"], project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     for name in params["experiments"]:
-        summary = json.loads((project / "models" / name / "summary.json").read_text())
-        assert summary["profile"] == "demo"
-        assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED", name
+        summary = TrainSummary.read(project / "models" / name / SUMMARY_FILE)
+        assert summary.experiment == name and summary.profile == "demo"
+        assert client.get_run(summary.mlflow_run_id).info.status == "FINISHED", name
     assert "Running stage" not in run(["dvc", "repro"], project)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlzoo import repository
+from dlzoo.records import Metrics
 from tests.e2e.test_dvc_pipeline import run
 
 pytestmark = pytest.mark.e2e
@@ -16,12 +18,12 @@ KEPT = {"scratch_moons": 50, "blobs_mlp": 5, "sine_rnn": 3}
 
 
 @pytest.fixture(scope="module")
-def tiny_project(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_project(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(repo / name, root / name)
-    shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+        shutil.copy(project_root / name, root / name)
+    shutil.copytree(project_root / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((project_root / "params.yaml").read_text())
     params["experiments"] = {name: params["experiments"][name] for name in KEPT}
     for name, epochs in KEPT.items():
         params["experiments"][name]["training"]["demo_max_epochs"] = epochs
@@ -47,18 +49,22 @@ def test_dvc_metrics_show_has_every_experiment(tiny_project: Path):
     files = workspace["data"]
     assert {Path(path).stem for path in files} == set(KEPT)
     assert files["metrics/blobs_mlp.json"]["data"]["test"]["accuracy"] >= 0.9
+    metrics = Metrics.read(tiny_project / "metrics" / "blobs_mlp.json")
+    assert metrics.problem == "multiclass" and metrics.test.accuracy >= 0.9
+    assert metrics.headline.metric == "accuracy" and metrics.headline.value == metrics.test.accuracy
 
 
 def test_repository_entries_are_complete_and_parity_held(tiny_project: Path):
     for name in KEPT:
         entry = tiny_project / "models" / "repository" / name
-        metadata = json.loads((entry / "1" / "metadata.json").read_text())
+        metadata = repository.read_metadata(entry)
         assert (entry / "config.pbtxt").is_file() and (entry / "1" / "model.onnx").is_file()
-        assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"]
-        assert metadata["inputs"][0]["shape"][0] == -1
+        assert metadata.name == name and metadata.profile == "demo"
+        assert metadata.parity.max_abs_diff <= metadata.parity.tolerance
+        assert metadata.inputs[0].shape[0] == -1
 
 
-def test_plots_are_written_for_each_kind(tiny_project: Path):
+def test_plots_are_written_for_each_problem(tiny_project: Path):
     plots = tiny_project / "plots" / "eval"
     assert (plots / "blobs_mlp" / "decision_boundary.png").is_file()
     assert (plots / "blobs_mlp" / "test_confusion.png").is_file()
@@ -72,10 +78,8 @@ def test_onnx_models_are_registered_and_evaluation_is_in_the_run(tiny_project: P
     client = MlflowClient(f"sqlite:///{tiny_project / 'mlflow.db'}")
     for name in KEPT:
         (version,) = client.search_model_versions(f"name='dlzoo-{name}'")
-        metadata = json.loads(
-            (tiny_project / "models" / "repository" / name / "1" / "metadata.json").read_text()
-        )
-        assert version.run_id == metadata["mlflow_run_id"]
+        metadata = repository.read_metadata(tiny_project / "models" / "repository" / name)
+        assert version.run_id == metadata.mlflow_run_id
         run = client.get_run(version.run_id)
         assert "eval_test_samples" in run.data.metrics and "onnx_parity_max_abs_diff" in run.data.metrics
 

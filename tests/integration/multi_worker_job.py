@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from dlzoo import models
 from dlzoo.train import loop
+from dlzoo.train.shared import FitSettings
 from tests.unit.test_models import TINY, plain_training, tiny_data
 
 
@@ -30,9 +31,7 @@ def main(index: int, out_dir: Path) -> None:
         plain_training("sparse_categorical_crossentropy", epochs=3),
         {"train": (x, y), "val": (x, y)},
         spec,
-        seed=7,
-        strategy=strategy,
-        verbose=1,
+        FitSettings(seed=7, strategy=strategy, verbose=1),
     )
     np.savez(out_dir / f"weights-{index}.npz", *model.get_weights())
     (out_dir / f"history-{index}.json").write_text(json.dumps(history))

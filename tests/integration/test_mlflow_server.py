@@ -22,6 +22,7 @@ import tensorflow as tf
 import yaml
 from mlflow.tracking import MlflowClient
 
+from dlzoo.records import SUMMARY_FILE, TrainSummary
 from tests.network import free_port
 
 pytestmark = pytest.mark.integration
@@ -91,9 +92,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         stop(process)
 
 
-def demo_params(repo: Path, path: Path) -> Path:
+def demo_params(project_root: Path, path: Path) -> Path:
     """params.yaml with the experiment cut to a few epochs (what `dvc exp run -S` would do)."""
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
     raw["experiments"][EXPERIMENT]["training"].update(epochs=EPOCHS, demo_max_epochs=EPOCHS)
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -113,21 +114,22 @@ def train_cli(params: Path, demo_data: Path, work: Path, tracking_uri: str) -> s
 
 
 def test_a_train_stage_logs_through_the_server_and_its_artifacts_land_on_the_server(
-    repo, demo_data, tmp_path, server
+    project_root, demo_data, tmp_path, server
 ):
     work = tmp_path / "work"
     work.mkdir()
-    trained = train_cli(demo_params(repo, tmp_path / "params.yaml"), demo_data, work, server["uri"])
+    trained = train_cli(demo_params(project_root, tmp_path / "params.yaml"), demo_data, work, server["uri"])
     assert trained.returncode == 0, trained.stderr
     assert f"{EXPERIMENT}: {EPOCHS} epochs" in trained.stdout
-    summary = json.loads((work / "models" / EXPERIMENT / "summary.json").read_text())
+    summary = TrainSummary.read(work / "models" / EXPERIMENT / SUMMARY_FILE)
+    assert summary.epochs == EPOCHS
 
     client = MlflowClient(tracking_uri=server["uri"])
     experiment = client.get_experiment_by_name("blobs")
     assert experiment is not None
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.run_id == summary["mlflow_run_id"]
+    assert run.info.run_id == summary.mlflow_run_id
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
 
@@ -138,7 +140,7 @@ def test_a_train_stage_logs_through_the_server_and_its_artifacts_land_on_the_ser
     for metric in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
         steps = [point.step for point in client.get_metric_history(run.info.run_id, metric)]
         assert steps == list(range(1, EPOCHS + 1)), metric
-    assert run.data.metrics["test_accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(summary.test["accuracy"])
     assert run.data.metrics["train_seconds"] > 0
     assert run.data.tags["data.dataset"] == "blobs"
     assert run.data.tags["tensorflow.cuda_build"] == str(tf.test.is_built_with_cuda()).lower()
@@ -187,7 +189,7 @@ def test_a_train_stage_logs_through_the_server_and_its_artifacts_land_on_the_ser
 
 
 def test_the_train_cli_fails_fast_when_the_tracking_server_accepts_but_never_answers(
-    repo, demo_data, tmp_path
+    project_root, demo_data, tmp_path
 ):
     """A hung server (connections accepted, no reply), not a refused port: the health check times out."""
     work = tmp_path / "work"
@@ -197,7 +199,7 @@ def test_the_train_cli_fails_fast_when_the_tracking_server_accepts_but_never_ans
         silent.listen(8)  # the kernel completes the handshake; nobody ever reads or replies
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
-        result = train_cli(demo_params(repo, tmp_path / "params.yaml"), demo_data, work, uri)
+        result = train_cli(demo_params(project_root, tmp_path / "params.yaml"), demo_data, work, uri)
         seconds = time.monotonic() - started
     assert result.returncode == 2
     assert f"dlzoo train: error: MLflow tracking server {uri} is unreachable" in result.stderr

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dlzoo.errors import DlzooError
+from dlzoo.records import SUMMARY_FILE, TrainSummary
 from tests.network import free_port
 
 pytestmark = pytest.mark.integration
@@ -39,11 +40,11 @@ def run_two_workers(command_for, environment: dict, cwd: Path) -> list[str]:
     return outputs
 
 
-def test_two_workers_finish_with_the_same_weights(repo: Path, tmp_path: Path):
+def test_two_workers_finish_with_the_same_weights(project_root: Path, tmp_path: Path):
     run_two_workers(
         lambda index: [sys.executable, "-m", "tests.integration.multi_worker_job", str(index), str(tmp_path)],
-        {"PYTHONPATH": str(repo)},
-        repo,
+        {"PYTHONPATH": str(project_root)},
+        project_root,
     )
     first, second = (np.load(tmp_path / f"weights-{index}.npz") for index in range(2))
     assert len(first.files) == len(second.files) > 0
@@ -72,12 +73,14 @@ def test_multi_worker_needs_tf_config_and_refuses_what_its_loop_lacks(monkeypatc
         distributed.check_supported(config)
 
 
-def test_the_train_stage_runs_multi_worker_and_only_the_chief_writes_and_logs(repo, demo_data, tmp_path):
+def test_the_train_stage_runs_multi_worker_and_only_the_chief_writes_and_logs(
+    project_root, demo_data, tmp_path
+):
     """`dlzoo train` on two workers, as the README shows: worker 0 writes the outputs and the run."""
     import yaml
     from mlflow.tracking import MlflowClient
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = yaml.safe_load((project_root / "params.yaml").read_text())
     params["train"]["distribute"] = "multi_worker"
     params["experiments"]["blobs_mlp"]["training"]["demo_max_epochs"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -94,10 +97,11 @@ def test_the_train_stage_runs_multi_worker_and_only_the_chief_writes_and_logs(re
     outputs = run_two_workers(command_for, {"MLFLOW_TRACKING_URI": store}, tmp_path)
     assert "blobs_mlp: 3 epochs" in outputs[0]
     assert "this worker's share is done" in outputs[1]
-    summary = json.loads((tmp_path / "worker-0" / "model" / "summary.json").read_text())
+    summary = TrainSummary.read(tmp_path / "worker-0" / "model" / SUMMARY_FILE)
+    assert summary.epochs == 3
     assert (tmp_path / "worker-0" / "model" / "model.keras").is_file()
     assert not (tmp_path / "worker-1").exists()  # the other worker leaves nothing behind
-    run = MlflowClient(tracking_uri=store).get_run(summary["mlflow_run_id"])
+    run = MlflowClient(tracking_uri=store).get_run(summary.mlflow_run_id)
     assert run.data.params["distribute"] == "multi_worker" and run.info.status == "FINISHED"
     experiment = MlflowClient(tracking_uri=store).get_experiment_by_name("blobs")
     assert len(MlflowClient(tracking_uri=store).search_runs([experiment.experiment_id])) == 1

@@ -8,7 +8,6 @@ evaluate and export stages on the demo data, with no source file of dlzoo touche
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import dlzoo.train.stage
 from dlzoo import models
 from dlzoo.config import load_params
 from dlzoo.config.experiments import FAMILY_CONFIGS
+from dlzoo.evaluate.stage import Files
+from dlzoo.records import SUMMARY_FILE, ExportMetadata, Metrics, TrainSummary
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +98,9 @@ def conv1d_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_family_in_its_own_module_trains_evaluates_and_exports(
-    repo, demo_data, tmp_path, store, conv1d_family
+    project_root, demo_data, tmp_path, store, conv1d_family
 ):
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
     raw["experiments"] = {"imdb_conv1d": EXPERIMENT}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -108,17 +109,18 @@ def test_a_family_in_its_own_module_trains_evaluates_and_exports(
     model_dir, history = tmp_path / "models" / "imdb_conv1d", tmp_path / "history.csv"
 
     summary = dlzoo.train.stage.run("imdb_conv1d", params, data, model_dir, history, None)
-    results = dlzoo.evaluate.stage.run(
-        "imdb_conv1d", params, model_dir, data, history, tmp_path / "metrics.json", tmp_path / "plots"
-    )
+    files = Files(model_dir, data, history, tmp_path / "metrics.json", tmp_path / "plots")
+    metrics = dlzoo.evaluate.stage.run("imdb_conv1d", params, files)
     metadata = dlzoo.export.stage.run("imdb_conv1d", params, model_dir, data, tmp_path / "onnx")
 
-    assert summary["family"] == "conv1d" and summary["epochs"] == 2
-    assert results["kind"] == "binary" and 0.0 <= results["headline"]["value"] <= 1.0
-    assert json.loads((tmp_path / "metrics.json").read_text())["headline"] == results["headline"]
+    assert summary == TrainSummary.read(model_dir / SUMMARY_FILE)
+    assert summary.family == "conv1d" and summary.epochs == 2
+    assert metrics.problem == "binary" and 0.0 <= metrics.headline.value <= 1.0
+    assert Metrics.read(tmp_path / "metrics.json") == metrics
     assert (tmp_path / "plots" / "test_confusion.png").is_file()
-    assert metadata["family"] == "conv1d" and metadata["inputs"][0]["datatype"] == "INT32"
-    assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"]
+    assert metadata == ExportMetadata.read(tmp_path / "onnx" / "metadata.json")
+    assert metadata.family == "conv1d" and metadata.inputs[0].datatype == "INT32"
+    assert metadata.parity.max_abs_diff <= metadata.parity.tolerance
     assert (tmp_path / "onnx" / "model.onnx").is_file()
-    run = MlflowClient(store).get_run(summary["mlflow_run_id"])
+    run = MlflowClient(store).get_run(summary.mlflow_run_id)
     assert run.data.params["family"] == "conv1d" and "eval_test_accuracy" in run.data.metrics

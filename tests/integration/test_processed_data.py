@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlzoo.data.splits import load_info, load_split
+from dlzoo.data.splits import INFO_FILE, load_info, load_split
 from dlzoo.data.text import Vocabulary
+from dlzoo.records import CorpusInfo
 from dlzoo.store import load_json
 
 pytestmark = pytest.mark.integration
@@ -50,29 +51,36 @@ def test_split_shapes_dtypes_ranges_and_labels(demo_data: Path, dataset: str, sp
 def test_info_json_describes_the_arrays(demo_data: Path, dataset: str):
     data_dir = demo_data / "processed" / dataset
     info = load_info(data_dir)
-    assert info["profile"] == "demo"
-    assert set(info["splits"]) == set(EXPECTED[dataset][0])
-    for split, summary in info["splits"].items():
+    assert info.profile == "demo"
+    assert set(info.splits) == set(EXPECTED[dataset][0])
+    n_classes = EXPECTED[dataset][5]
+    assert (info.problem == "regression") == (n_classes is None)
+    assert (len(info.classes) if info.classes is not None else None) == n_classes
+    for split, summary in info.splits.items():
         x, y = load_split(data_dir, split)
-        assert summary["x_shape"] == list(x.shape) and summary["count"] == len(x)
-        if info["classes"] is not None:
-            assert sum(summary["class_counts"].values()) == len(y)
+        assert (
+            summary.x_shape == list(x.shape) and summary.count == len(x) and summary.x_dtype == str(x.dtype)
+        )
+        if info.classes is not None:
+            assert sum(summary.class_counts.values()) == len(y)
 
 
 def test_stand_ins_are_labelled_as_stand_ins(demo_data: Path):
-    for dataset in ("mnist", "cifar10", "cats_dogs", "imdb"):
+    for dataset in ("mnist", "cifar10", "cats_dogs", "imdb/vocab_10000", "imdb/vocab_20000"):
         info = load_info(demo_data / "processed" / dataset)
-        assert info["stand_in"] is True, dataset
-        assert "not" in info["source"]["description"]
+        assert info.stand_in is True, dataset
+        assert "not" in info.source["description"]
+    corpus = CorpusInfo.read(demo_data / "processed" / "imdb" / INFO_FILE)
+    assert corpus.stand_in is True and "not" in corpus.source["description"]
+    assert corpus.variants == ["vocab_10000", "vocab_20000"]
     weights = load_json(demo_data / "raw" / "mobilenet_v2" / "source.json")
     assert weights["weights"] == "random" and weights["files"] == {}
 
 
 def test_cats_dogs_follow_the_course_split_without_leakage(demo_data: Path):
     data_dir = demo_data / "processed" / "cats_dogs"
-    counts = {
-        split: load_info(data_dir)["splits"][split]["class_counts"] for split in ("train", "val", "test")
-    }
+    info = load_info(data_dir)
+    counts = {split: info.splits[split].class_counts for split in ("train", "val", "test")}
     assert counts == {
         "train": {"cat": 200, "dog": 200},
         "val": {"cat": 50, "dog": 50},

@@ -57,7 +57,7 @@ def test_every_config_parses_as_triton_model_config_and_agrees_with_the_onnx_fil
     metadata = repository.read_metadata(entry)
     if repository.is_labelled(metadata):
         assert config.output[0].label_filename == "labels.txt"
-        assert (entry / "labels.txt").read_text().split("\n")[:-1] == metadata["labels"]
+        assert (entry / "labels.txt").read_text().split("\n")[:-1] == metadata.labels
 
 
 def test_serving_settings_change_only_the_config_never_the_exported_files(tiny_repository, tmp_path):

@@ -58,9 +58,13 @@ def test_model_metadata_describes_its_tensors_with_a_variable_batch(
     for path in (f"/v2/models/{name}", f"/v2/models/{name}/versions/1"):
         metadata = client.get(path).json()
         assert metadata["name"] == name and metadata["versions"] == ["1"]
-        assert metadata["inputs"] == expected["inputs"] and metadata["outputs"] == expected["outputs"]
+        assert metadata["inputs"] == [t.model_dump() for t in expected.inputs]
+        assert metadata["outputs"] == [t.model_dump() for t in expected.outputs]
         assert metadata["inputs"][0]["shape"][0] == -1
-        assert metadata["parameters"]["labels"] == expected["labels"]
+        parameters = metadata["parameters"]
+        assert parameters["labels"] == expected.labels
+        assert (parameters["task"], parameters["problem"]) == (expected.task, expected.problem)
+        assert parameters["preprocessing"] == expected.preprocessing.to_json()
     assert client.get(f"/v2/models/{name}/ready").json()["ready"] is True
     assert client.get(f"/v2/models/{name}/versions/1/ready").status_code == 200
 
@@ -86,9 +90,9 @@ def test_every_model_answers_like_onnx_runtime_with_flat_or_nested_data(client, 
 @pytest.mark.parametrize("name", ["rnn_text", "transformer_text"])
 def test_text_models_take_raw_reviews_as_bytes(client, tiny_repository, name):
     vocabulary = Vocabulary.load(tiny_repository / name / "1" / "vocabulary.json")
-    settings = repository.read_metadata(tiny_repository / name)["preprocessing"]
-    encoded = [vocabulary.encode(text, settings["vocab_size"]) for text in REVIEWS]
-    ids = pad(encoded, settings["max_length"], settings["padding"], settings["truncating"])
+    settings = repository.read_metadata(tiny_repository / name).preprocessing
+    encoded = [vocabulary.encode(text, settings.vocab_size) for text in REVIEWS]
+    ids = pad(encoded, settings.max_length, settings.padding, settings.truncating)
     response = infer(client, name, [tensor("BYTES", [len(REVIEWS)], REVIEWS)])
     assert response.status_code == 200, response.text
     values = np.reshape(response.json()["outputs"][0]["data"], (len(REVIEWS), 1))

@@ -23,6 +23,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 
 from dlzoo import repository
+from dlzoo.records import ExportMetadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.contract]
 
@@ -85,15 +86,15 @@ def grpc_client() -> triton_grpc.InferenceServerClient:
     return server
 
 
-def model_ready_batch(metadata: dict, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+def model_ready_batch(metadata: ExportMetadata, rng: np.random.Generator) -> tuple[str, np.ndarray]:
     """A valid batch of BATCH samples in the model's own input tensor: (datatype, values)."""
-    tensor = metadata["inputs"][0]
-    shape = [BATCH, *tensor["shape"][1:]]
-    if tensor["datatype"] == "INT32":  # token ids
-        return "INT32", rng.integers(0, metadata["preprocessing"]["vocab_size"], size=shape, dtype=np.int32)
-    if metadata["preprocessing"]["type"] == "image":  # raw pixels, as float
-        return tensor["datatype"], rng.integers(0, 256, size=shape).astype(np.float32)
-    return tensor["datatype"], rng.normal(size=shape).astype(np.float32)
+    tensor = metadata.inputs[0]
+    shape = [BATCH, *tensor.shape[1:]]
+    if tensor.datatype == "INT32":  # token ids
+        return "INT32", rng.integers(0, metadata.preprocessing.vocab_size, size=shape, dtype=np.int32)
+    if metadata.preprocessing.type == "image":  # raw pixels, as float
+        return tensor.datatype, rng.integers(0, 256, size=shape).astype(np.float32)
+    return tensor.datatype, rng.normal(size=shape).astype(np.float32)
 
 
 def onnxruntime_outputs(root: Path, name: str, input_name: str, values: np.ndarray) -> np.ndarray:
@@ -111,11 +112,11 @@ def test_model_is_ready_declares_its_tensors_and_matches_onnxruntime(
     expected = repository.read_metadata(repository_root / name)
     metadata = client.get_model_metadata(name)
     assert metadata["name"] == name
-    assert metadata["inputs"] == expected["inputs"]
-    assert metadata["outputs"] == expected["outputs"]
+    assert metadata["inputs"] == [t.model_dump() for t in expected.inputs]
+    assert metadata["outputs"] == [t.model_dump() for t in expected.outputs]
 
     datatype, values = model_ready_batch(expected, np.random.default_rng(2026))
-    input_name, output_name = expected["inputs"][0]["name"], expected["outputs"][0]["name"]
+    input_name, output_name = expected.inputs[0].name, expected.outputs[0].name
     reference = onnxruntime_outputs(repository_root, name, input_name, values)
     # Each client as its own examples call it: binary tensors over HTTP, raw contents over gRPC.
     for module, server in ((triton, client), (triton_grpc, grpc_client)):
@@ -123,7 +124,7 @@ def test_model_is_ready_declares_its_tensors_and_matches_onnxruntime(
         tensor.set_data_from_numpy(values)
         result = server.infer(name, [tensor], request_id=f"contract-{name}")
         served = result.as_numpy(output_name)
-        assert served.shape == reference.shape == (BATCH, *expected["outputs"][0]["shape"][1:])
+        assert served.shape == reference.shape == (BATCH, *expected.outputs[0].shape[1:])
         np.testing.assert_allclose(served, reference, rtol=1e-6, atol=1e-6)
     config = client.get_model_config(name)
     assert config["max_batch_size"] >= 1 and "dynamic_batching" in config

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from dlzoo import repository
+from dlzoo.records import ExportMetadata
 from dlzoo.serve.app import ServeSettings, create_app
 from tests.network import free_port
 from tests.tiny_repository import MODELS
@@ -59,9 +60,9 @@ model_names = st.sampled_from(list(MODELS)) | st.text(max_size=12)
 
 
 @st.composite
-def near_valid_requests(draw, metadata: dict) -> dict:
+def near_valid_requests(draw, metadata: ExportMetadata) -> dict:
     """Right names, shapes that are right or one off, data of the right length or not: deep checks."""
-    trailing = metadata["inputs"][0]["shape"][1:]
+    trailing = metadata.inputs[0].shape[1:]
     batch = draw(st.integers(-1, 18))
     shape = [batch, *trailing]
     if draw(st.booleans()):
@@ -74,7 +75,7 @@ def near_valid_requests(draw, metadata: dict) -> dict:
         data = (pattern * (length // len(pattern) + 1))[:length]
     else:
         data = draw(st.lists(st.text(max_size=40), min_size=max(0, batch), max_size=max(0, batch)))
-    own = metadata["inputs"][0]["datatype"]
+    own = metadata.inputs[0].datatype
     datatype = draw(st.sampled_from([own, own, own, "UINT8", "BYTES", "INT64", "FP64"]))
     body = {"inputs": [{"name": "inputs", "datatype": datatype, "shape": shape, "data": data}]}
     if draw(st.booleans()):
@@ -126,10 +127,10 @@ def test_random_metadata_requests_never_get_a_5xx(client: TestClient, name: str,
 
 
 @st.composite
-def binary_bodies(draw, metadata: dict) -> tuple[bytes, str]:
+def binary_bodies(draw, metadata: ExportMetadata) -> tuple[bytes, str]:
     """A JSON header with binary_data_size (right, off, negative, missing), bytes, and a header length."""
-    trailing = metadata["inputs"][0]["shape"][1:]
-    own = metadata["inputs"][0]["datatype"]
+    trailing = metadata.inputs[0].shape[1:]
+    own = metadata.inputs[0].datatype
     datatype = draw(st.sampled_from([own, own, "UINT8", "BYTES", "FP64", "INT8"]))
     batch = draw(st.integers(0, 3))
     shape = draw(st.sampled_from([[batch, *trailing], [batch], [batch, 1]]))

@@ -137,11 +137,11 @@ def test_every_model_through_http_and_grpc_at_their_defaults_and_json(
 ):
     expected_metadata = repository.read_metadata(tiny_repository / name)
     assert http_client.is_model_ready(name) and grpc_client.is_model_ready(name, model_version="1")
-    assert http_client.get_model_metadata(name)["inputs"] == expected_metadata["inputs"]
-    grpc_metadata = grpc_client.get_model_metadata(name)
-    assert [list(t.shape) for t in grpc_metadata.outputs] == [
-        t["shape"] for t in expected_metadata["outputs"]
+    assert http_client.get_model_metadata(name)["inputs"] == [
+        t.model_dump() for t in expected_metadata.inputs
     ]
+    grpc_metadata = grpc_client.get_model_metadata(name)
+    assert [list(t.shape) for t in grpc_metadata.outputs] == [t.shape for t in expected_metadata.outputs]
     datatype, values = model_batch(tiny_repository, name)
     expected = reference(tiny_repository, name, values)
     binary = http_infer(http_client, name, datatype, values, request_id="binary-1")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 
 import keras
@@ -12,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 import dlzoo.export.stage
 from dlzoo import runtime
+from dlzoo.records import ExportMetadata
 from tests.integration.test_train_stage import params_with_epochs, run_stage
 
 pytestmark = pytest.mark.integration
@@ -25,14 +25,14 @@ def float32_afterwards():
 
 @pytest.mark.parametrize("name", ["imdb_gru", "cifar_cnn"])
 def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance(
-    repo,
+    project_root,
     demo_data,
     tmp_path,
     store,
     float32_afterwards,
     name,
 ):
-    params = params_with_epochs(repo, name, 1)
+    params = params_with_epochs(project_root, name, 1)
     fast = dataclasses.replace(
         params.train,
         deterministic=False,  # Keras runs XLA only without op determinism
@@ -52,7 +52,7 @@ def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance
         "mixed_float16"
     }
     assert model.get_layer("outputs").dtype_policy.name == "float32"
-    run = MlflowClient().get_run(summary["mlflow_run_id"])
+    run = MlflowClient().get_run(summary.mlflow_run_id)
     assert run.data.params["mixed_precision"] == "true" and run.data.params["jit_compile"] == "true"
     assert run.data.params["distribute"] == "mirrored" and run.data.params["replicas"] == "1"
 
@@ -60,27 +60,28 @@ def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance
     data = demo_data / "processed" / params.experiments[name].data
     out = tmp_path / "onnx" / name
     metadata = dlzoo.export.stage.run(name, params, tmp_path / "models" / name, data, out)
-    assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"]
-    onnx_metadata = json.loads((out / "metadata.json").read_text())
-    assert onnx_metadata["inputs"][0]["datatype"] in ("FP32", "INT32")
+    assert metadata.parity.max_abs_diff <= metadata.parity.tolerance
+    written = ExportMetadata.read(out / "metadata.json")
+    assert written == metadata
+    assert written.inputs[0].datatype in ("FP32", "INT32")
 
 
-def test_xla_with_op_determinism_is_refused_because_keras_would_drop_it(repo):
+def test_xla_with_op_determinism_is_refused_because_keras_would_drop_it(project_root):
     import yaml
 
     from dlzoo.config import Params
     from dlzoo.config.base import build
 
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
     raw["train"].update(jit_compile=True, deterministic=True)
     with pytest.raises(ValueError, match=r"train\.jit_compile: Keras turns XLA off under op determinism"):
         build(Params, raw, path="")
 
 
-def test_deterministic_gpu_runs_take_the_cudnn_recurrence(repo):
+def test_deterministic_gpu_runs_take_the_cudnn_recurrence(project_root):
     from dlzoo.config import load_params
 
-    params = load_params(repo / "params.yaml")
+    params = load_params(project_root / "params.yaml")
     lstm = params.experiments["imdb_lstm"].model
     assert lstm.recurrent_dropout > 0
     adjusted, note = runtime.for_device(lstm, params.train, on_gpu=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import socket
 import time
 from pathlib import Path
@@ -14,23 +13,24 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dlzoo.config import load_params
+from dlzoo.records import SUMMARY_FILE, TrainSummary
 from dlzoo.track import TrackingError
 from dlzoo.train import stage
 
 pytestmark = pytest.mark.integration
 
 
-def params_with_epochs(repo: Path, name: str, epochs: int):
-    params = load_params(repo / "params.yaml")
+def params_with_epochs(project_root: Path, name: str, epochs: int):
+    params = load_params(project_root / "params.yaml")
     chosen = params.experiments[name]
     training = dataclasses.replace(chosen.training, epochs=epochs, demo_max_epochs=epochs)
     experiments = {**params.experiments, name: dataclasses.replace(chosen, training=training)}
     return dataclasses.replace(params, experiments=experiments)
 
 
-def run_stage(demo_data: Path, tmp_path: Path, params, name: str) -> dict:
+def run_stage(demo_data: Path, tmp_path: Path, params, name: str) -> TrainSummary:
     data = demo_data / "processed" / params.experiments[name].data
-    return stage.run(
+    summary = stage.run(
         name,
         params,
         data,
@@ -38,13 +38,15 @@ def run_stage(demo_data: Path, tmp_path: Path, params, name: str) -> dict:
         tmp_path / "history" / f"{name}.csv",
         demo_data / "raw" / "mobilenet_v2",
     )
+    assert summary is not None  # one process: it is the chief
+    return summary
 
 
-def test_a_keras_run_records_params_metric_history_model_and_tags(repo, demo_data, tmp_path, store):
-    params = params_with_epochs(repo, "blobs_mlp", 4)
+def test_a_keras_run_records_params_metric_history_model_and_tags(project_root, demo_data, tmp_path, store):
+    params = params_with_epochs(project_root, "blobs_mlp", 4)
     summary = run_stage(demo_data, tmp_path, params, "blobs_mlp")
     client = MlflowClient(store)
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(summary.mlflow_run_id)
 
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "blobs"
@@ -55,7 +57,7 @@ def test_a_keras_run_records_params_metric_history_model_and_tags(repo, demo_dat
     for metric in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert [point.step for point in history] == [1, 2, 3, 4], metric
-    assert run.data.metrics["test_accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(summary.test["accuracy"])
     tags = run.data.tags
     assert len(tags["git.commit"]) in (40, len("unknown"))
     assert tags["data.profile"] == "demo" and tags["data.dataset"] == "blobs"
@@ -71,25 +73,26 @@ def test_a_keras_run_records_params_metric_history_model_and_tags(repo, demo_dat
     np.testing.assert_allclose(loaded.predict(x_test, verbose=0).sum(axis=1), 1.0, rtol=1e-5)
 
     assert (tmp_path / "models" / "blobs_mlp" / "model.keras").is_file()
-    saved = json.loads((tmp_path / "models" / "blobs_mlp" / "summary.json").read_text())
-    assert saved["epochs"] == 4 and saved["mlflow_run_id"] == run.info.run_id
+    saved = TrainSummary.read(tmp_path / "models" / "blobs_mlp" / SUMMARY_FILE)
+    assert saved == summary
+    assert saved.epochs == 4 and saved.mlflow_run_id == run.info.run_id
     rows = (tmp_path / "history" / "blobs_mlp.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,phase,") and len(rows) == 5
 
 
-def test_the_numpy_mlp_is_tracked_like_the_others(repo, demo_data, tmp_path, store):
-    params = params_with_epochs(repo, "scratch_moons", 300)
+def test_the_numpy_mlp_is_tracked_like_the_others(project_root, demo_data, tmp_path, store):
+    params = params_with_epochs(project_root, "scratch_moons", 300)
     summary = run_stage(demo_data, tmp_path, params, "scratch_moons")
     client = MlflowClient(store)
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(summary.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 300
-    assert summary["test"]["accuracy"] >= 0.97
+    assert summary.test["accuracy"] >= 0.97
     assert [item.path for item in client.list_artifacts(run.info.run_id, "model")] == ["model/model.npz"]
 
 
-def test_a_crashing_run_is_marked_failed_and_writes_no_output(repo, demo_data, tmp_path, store):
-    params = params_with_epochs(repo, "imdb_transformer", 1)
+def test_a_crashing_run_is_marked_failed_and_writes_no_output(project_root, demo_data, tmp_path, store):
+    params = params_with_epochs(project_root, "imdb_transformer", 1)
     wrong = dataclasses.replace(params.experiments["imdb_transformer"], data="moons")
     params = dataclasses.replace(params, experiments={**params.experiments, "imdb_transformer": wrong})
     with pytest.raises(ValueError, match="the transformer family needs padded token ids"):
@@ -101,13 +104,15 @@ def test_a_crashing_run_is_marked_failed_and_writes_no_output(repo, demo_data, t
     assert not (tmp_path / "models" / "imdb_transformer").exists()
 
 
-def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(repo, demo_data, tmp_path, monkeypatch):
+def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(
+    project_root, demo_data, tmp_path, monkeypatch
+):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         uri = f"http://127.0.0.1:{closed.getsockname()[1]}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         started = time.monotonic()
         with pytest.raises(TrackingError, match=f"MLflow tracking server {uri} is unreachable"):
-            run_stage(demo_data, tmp_path, params_with_epochs(repo, "moons_mlp", 1), "moons_mlp")
+            run_stage(demo_data, tmp_path, params_with_epochs(project_root, "moons_mlp", 1), "moons_mlp")
     assert time.monotonic() - started < 15
     assert not (tmp_path / "models" / "moons_mlp").exists()

@@ -10,12 +10,12 @@ import yaml
 from dlzoo.config import Params, load_params
 from dlzoo.config.base import build
 
-REPO = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return yaml.safe_load((PROJECT / "params.yaml").read_text())
 
 
 def build_with(raw: dict, dotted_key: str, value) -> Params:
@@ -29,7 +29,7 @@ def build_with(raw: dict, dotted_key: str, value) -> Params:
 
 
 def test_repository_params_load_into_frozen_dataclasses():
-    params = load_params(REPO / "params.yaml")
+    params = load_params(PROJECT / "params.yaml")
     assert params.data.profile == "demo"
     assert params.data.imdb.vocab_sizes == (10000, 20000)
     assert params.data.moons.samples == 1000
@@ -172,13 +172,13 @@ def test_experiment_level_rules(raw_params):
 
 
 def test_unknown_experiment_names_the_valid_ones():
-    params = load_params(REPO / "params.yaml")
+    params = load_params(PROJECT / "params.yaml")
     with pytest.raises(ValueError, match=r"unknown experiment 'moons'; valid: scratch_moons, moons_mlp"):
         params.experiment("moons")
 
 
 def test_every_experiment_names_a_processed_data_set():
-    params = load_params(REPO / "params.yaml")
+    params = load_params(PROJECT / "params.yaml")
     known = {
         "moons",
         "blobs",

@@ -11,6 +11,7 @@ from dlzoo.export import conversion
 from dlzoo.models.scratch import onnx_graph
 from dlzoo.models.scratch.mlp import NumpyMLP
 from dlzoo.train import loop
+from dlzoo.train.shared import FitSettings
 from tests.unit.test_models import TEXT, TINY, plain_training, tiny_data
 
 LOSSES = {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_crossentropy"}
@@ -28,9 +29,7 @@ def trained(family: str, config=None, spec=None):
         plain_training(loss, no_metrics=reconstruct),
         {"train": (x, y), "val": (x, y)},
         spec,
-        seed=5,
-        reconstruct=reconstruct,
-        verbose=0,
+        FitSettings(seed=5, reconstruct=reconstruct, verbose=0),
     )
     return model, spec, x
 

@@ -13,8 +13,8 @@ from dlzoo.data import standins
 from dlzoo.data.generated import generate
 from dlzoo.data.sources import sha256_of
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = load_params(REPO / "params.yaml").data
+PROJECT = Path(__file__).resolve().parents[2]
+DATA = load_params(PROJECT / "params.yaml").data
 WRITERS = {
     "mnist": lambda path, seed: standins.write_mnist_standin(path, seed),
     "cifar10": lambda path, seed: standins.write_cifar_standin(path, seed, DATA.demo),

@@ -26,6 +26,7 @@ from dlzoo.inputs import InputSpec
 from dlzoo.models import FAMILIES
 from dlzoo.models.transfer import BASE_NAME
 from dlzoo.train import loop
+from dlzoo.train.shared import FitSettings
 
 IMAGE = InputSpec((32, 32, 3), "float32", scale=1 / 255)
 TEXT = InputSpec((12,), "int32", vocab_size=50)
@@ -102,8 +103,7 @@ def test_a_learnable_task_loss_goes_down():
         plain_training("binary_crossentropy", epochs=15, batch_size=32),
         {"train": (x, y), "val": (x[:64], y[:64])},
         VECTOR,
-        seed=1,
-        verbose=0,
+        FitSettings(seed=1, verbose=0),
     )
     losses = [row["loss"] for row in history]
     assert losses[-1] < 0.5 * losses[0]
@@ -131,7 +131,7 @@ def test_transfer_phase_one_freezes_the_base_and_phase_two_changes_only_unfrozen
     config = plain_training("sparse_categorical_crossentropy", fine_tune=FineTuneConfig(first, 0.01, 1))
 
     phase_one = dataclasses.replace(config, fine_tune=None)
-    loop.train(model, phase_one, splits, IMAGE, seed=2, verbose=0)
+    loop.train(model, phase_one, splits, IMAGE, FitSettings(seed=2, verbose=0))
     after_one = _weights_by_layer(model)
     for name, weights in before.items():
         for old, new in zip(weights, after_one[name], strict=True):
@@ -143,10 +143,12 @@ def test_transfer_phase_one_freezes_the_base_and_phase_two_changes_only_unfrozen
         config,
         splits,
         IMAGE,
-        seed=2,
-        verbose=0,
-        strategy=tf.distribute.get_strategy(),
-        unfreeze=models.family("transfer").unfreeze,
+        FitSettings(
+            seed=2,
+            verbose=0,
+            strategy=tf.distribute.get_strategy(),
+            unfreeze=models.family("transfer").unfreeze,
+        ),
     )
     assert [row["phase"] for row in history] == ["train", "fine_tune"]
     assert [row["epoch"] for row in history] == [1, 2]  # the epoch count continues
@@ -182,8 +184,7 @@ def test_same_seed_gives_identical_weights_on_cpu():
             plain_training("sparse_categorical_crossentropy", epochs=2),
             splits,
             spec,
-            seed=7,
-            verbose=0,
+            FitSettings(seed=7, verbose=0),
         )
         runs.append(model.get_weights())
     for first, second in zip(*runs, strict=True):

@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import make_blobs, make_moons
 from sklearn.model_selection import train_test_split
 
-from dlzoo.models.scratch.mlp import NumpyMLP, fit
+from dlzoo.models.scratch.mlp import NumpyMLP, Schedule, fit
 from dlzoo.models.scratch.neuron import ACTIVATIONS, neuron, sigmoid, softmax
 
 COURSE_WEIGHTS = np.array([0.6, 0.3, 0.1])
@@ -257,7 +257,7 @@ def _train_moons(epochs: int = 300) -> tuple[NumpyMLP, list[dict[str, float]], t
     train, val, test = _split(x, y)
     rng = np.random.default_rng(42)
     model = NumpyMLP.initialise([2, 10, 10, 1], "relu", rng)
-    history = fit(model, train, val, epochs=epochs, batch_size=32, learning_rate=0.1, rng=rng)
+    history = fit(model, train, val, Schedule(epochs, batch_size=32, learning_rate=0.1), rng)
     return model, history, test
 
 
@@ -299,7 +299,7 @@ def test_fit_on_four_blobs_multiclass_reaches_95_percent():
     rng = np.random.default_rng(42)
     model = NumpyMLP.initialise([2, 16, 4], "relu", rng)
     assert not model.binary
-    history = fit(model, train, val, epochs=50, batch_size=32, learning_rate=0.1, rng=rng)
+    history = fit(model, train, val, Schedule(50, batch_size=32, learning_rate=0.1), rng)
     assert len(history) == 50
     assert model.predict(x_test).shape == y_test.shape
     assert model.accuracy(x_test, y_test) >= 0.95

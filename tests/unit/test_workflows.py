@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = REPO / ".github" / "workflows"
+PROJECT = Path(__file__).resolve().parents[2]
+WORKFLOWS = PROJECT / ".github" / "workflows"
 CI, GPU = WORKFLOWS / "ci.yml", WORKFLOWS / "gpu.yml"
-CHECK_PARITY = REPO / "ci" / "check_parity.py"
+CHECK_PARITY = PROJECT / "ci" / "check_parity.py"
 
 
 def triggers(workflow: Path) -> dict:
@@ -41,11 +41,11 @@ def test_ci_runs_on_push_and_pull_request_and_gpu_on_demand():
 
 
 def test_actionlint_finds_nothing_in_the_workflows():
-    files = sorted(str(path.relative_to(REPO)) for path in WORKFLOWS.glob("*.y*ml"))
+    files = sorted(str(path.relative_to(PROJECT)) for path in WORKFLOWS.glob("*.y*ml"))
     # Run from the repository root so that .github/actionlint.yaml (the `gpu` runner label) applies;
     # shellcheck checks the `run:` scripts too when it is on PATH.
     result = subprocess.run(
-        [actionlint(), "-no-color", *files], cwd=REPO, capture_output=True, text=True, timeout=120
+        [actionlint(), "-no-color", *files], cwd=PROJECT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, f"actionlint {' '.join(files)}:\n{result.stdout}{result.stderr}"
 

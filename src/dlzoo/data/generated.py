@@ -11,12 +11,13 @@ from sklearn.model_selection import train_test_split
 
 from dlzoo.config.data import BlobsConfig, DataConfig, MoonsConfig, SineConfig
 from dlzoo.data.splits import Split, tail_split, write_splits
+from dlzoo.records import DataInfo
 from dlzoo.store import atomic_directory
 
 GENERATED = ("moons", "blobs", "sine")
 
 
-def write(dataset: str, config: DataConfig, out_dir: Path) -> dict[str, Any]:
+def write(dataset: str, config: DataConfig, out_dir: Path) -> DataInfo:
     """Writes a generated data set's splits and info.json into `out_dir`, all or nothing."""
     splits, info = generate(dataset, config)
     with atomic_directory(out_dir) as staging:
@@ -41,7 +42,7 @@ def generate(dataset: str, config: DataConfig) -> tuple[dict[str, Split], dict[s
 def _moons(config: MoonsConfig, seed: int) -> tuple[dict[str, Split], dict[str, Any]]:
     x, y = make_moons(n_samples=config.samples, noise=config.noise, random_state=seed)
     return _classification_splits(x, y, config.test_fraction, config.val_fraction, seed), {
-        "task": "binary_classification",
+        "problem": "binary",
         "classes": ["moon_0", "moon_1"],
         "generator": f"sklearn.datasets.make_moons(n_samples={config.samples}, "
         f"noise={config.noise}, random_state={seed})",
@@ -56,7 +57,7 @@ def _blobs(config: BlobsConfig, seed: int) -> tuple[dict[str, Split], dict[str, 
         random_state=seed,
     )
     return _classification_splits(x, y, config.test_fraction, config.val_fraction, seed), {
-        "task": "multiclass_classification",
+        "problem": "multiclass",
         "classes": [f"blob_{i}" for i in range(config.centers)],
         "generator": f"sklearn.datasets.make_blobs(n_samples={config.samples}, centers={config.centers}, "
         f"cluster_std={config.cluster_std}, random_state={seed})",
@@ -81,7 +82,7 @@ def _sine(config: SineConfig, seed: int) -> tuple[dict[str, Split], dict[str, An
     cut = int(len(x) * config.train_fraction)  # chronological: the test part is the future
     train, val = tail_split(x[:cut], y[:cut], config.val_fraction)
     return {"train": train, "val": val, "test": (x[cut:], y[cut:])}, {
-        "task": "regression",
+        "problem": "regression",
         "classes": None,
         "noise_floor_mse": config.noise_std**2,
         "generator": f"sin(t / {config.period}) + normal(0, {config.noise_std}), "

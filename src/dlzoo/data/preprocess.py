@@ -18,7 +18,8 @@ from dlzoo.data.download import SOURCE_FILE
 from dlzoo.data.sources import REMOTE_FILES
 from dlzoo.data.splits import INFO_FILE, Split, tail_split, write_splits
 from dlzoo.data.text import OOV_ID, PAD_ID, START_ID, Vocabulary, pad
-from dlzoo.store import atomic_directory, load_json, save_json
+from dlzoo.records import CorpusInfo, DataInfo, TokensPerReview
+from dlzoo.store import atomic_directory, load_json
 
 PREPROCESSED = ("mnist", "cifar10", "cats_dogs", "imdb")
 RAW_OF = {"mnist": "mnist", "cifar10": "cifar10", "cats_dogs": "cifar10", "imdb": "imdb"}
@@ -26,7 +27,7 @@ VOCABULARY_FILE = "vocabulary.json"
 _IMAGE_SCALING = {"scale": 1 / 255, "offset": 0.0, "note": "uint8 pixels; models rescale inputs"}
 
 
-def preprocess(dataset: str, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+def preprocess(dataset: str, config: DataConfig, raw_dir: Path, out_dir: Path) -> DataInfo | CorpusInfo:
     if dataset not in PREPROCESSED:
         raise ValueError(f"unknown data set to preprocess {dataset!r}; valid: {', '.join(PREPROCESSED)}")
     source = _read_source(raw_dir, RAW_OF[dataset], config)
@@ -72,7 +73,7 @@ def _images(raw: formats.ImageSplits, val_fraction: float, classes: list[str]):
     train, val = tail_split(raw.x_train, raw.y_train.astype(np.int64), val_fraction)
     splits = {"train": train, "val": val, "test": (raw.x_test, raw.y_test.astype(np.int64))}
     return splits, {
-        "task": "multiclass_classification",
+        "problem": "multiclass",
         "classes": classes,
         "input": _IMAGE_SCALING,
     }
@@ -99,7 +100,7 @@ def _cats_dogs(raw: formats.ImageSplits, config: CatsDogsConfig, seed: int):
         parts["test_full"].append((test_pool, label))
     splits = {name: _shuffled(pieces, rng) for name, pieces in parts.items()}
     names = [formats.CIFAR_CLASSES[config.cat_class], formats.CIFAR_CLASSES[config.dog_class]]
-    return splits, {"task": "multiclass_classification", "classes": names, "input": _IMAGE_SCALING}
+    return splits, {"problem": "multiclass", "classes": names, "input": _IMAGE_SCALING}
 
 
 def _shuffled(pieces: list[tuple[np.ndarray, int]], rng: np.random.Generator) -> Split:
@@ -109,7 +110,7 @@ def _shuffled(pieces: list[tuple[np.ndarray, int]], rng: np.random.Generator) ->
     return x[order], y[order]
 
 
-def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir: Path) -> dict:
+def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir: Path) -> CorpusInfo:
     settings = config.imdb
     texts, labels = _imdb_splits(raw, config.seed, settings.val_fraction)
     # The vocabulary sees the training part only: validation and test words stay unseen.
@@ -126,18 +127,18 @@ def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir:
         variant_info = {**base_info, **_imdb_variant_info(settings, vocab_size)}
         variants[f"vocab_{vocab_size}"] = write_splits(out_dir / f"vocab_{vocab_size}", splits, variant_info)
     lengths = np.array([len(ids) for ids in encoded["train"]])
-    summary = {
+    summary = CorpusInfo(
         **base_info,
-        "task": "binary_classification",
-        "vocabulary_words": len(vocabulary),
-        "variants": sorted(variants),
-        "train_tokens_per_review": {
-            "mean": float(lengths.mean()),
-            "median": float(np.median(lengths)),
-            "truncated_fraction": float((lengths > settings.max_length).mean()),
-        },
-    }
-    save_json(out_dir / INFO_FILE, summary)
+        problem="binary",
+        vocabulary_words=len(vocabulary),
+        variants=sorted(variants),
+        train_tokens_per_review=TokensPerReview(
+            mean=float(lengths.mean()),
+            median=float(np.median(lengths)),
+            truncated_fraction=float((lengths > settings.max_length).mean()),
+        ),
+    )
+    summary.write(out_dir / INFO_FILE)
     return summary
 
 
@@ -163,7 +164,7 @@ def _padding(settings: ImdbConfig) -> tuple[int, str, str]:
 def _imdb_variant_info(settings: ImdbConfig, vocab_size: int) -> dict:
     return {
         "dataset": f"imdb/vocab_{vocab_size}",
-        "task": "binary_classification",
+        "problem": "binary",
         "classes": ["negative", "positive"],
         "input": {
             "vocabulary": f"../{VOCABULARY_FILE}",

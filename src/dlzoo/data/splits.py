@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from dlzoo.store import load_json, load_npz, save_json, save_npz
+from dlzoo.records import DataInfo
+from dlzoo.store import load_npz, save_npz
 
 INFO_FILE = "info.json"
 Split = tuple[np.ndarray, np.ndarray]
 
 
-def write_splits(out_dir: Path, splits: dict[str, Split], info: dict[str, Any]) -> dict[str, Any]:
+def write_splits(out_dir: Path, splits: dict[str, Split], info: dict[str, Any]) -> DataInfo:
     """Writes `<split>.npz` for each split and an info.json that describes them all."""
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = info.get("classes")
@@ -27,8 +28,8 @@ def write_splits(out_dir: Path, splits: dict[str, Split], info: dict[str, Any]) 
             raise ValueError(f"split {name}: {len(x)} inputs but {len(y)} targets")
         save_npz(out_dir / f"{name}.npz", x=x, y=y)
         described[name] = describe_split(x, y, classes)
-    full_info = {**info, "splits": described}
-    save_json(out_dir / INFO_FILE, full_info)
+    full_info = DataInfo.model_validate({**info, "splits": described})
+    full_info.write(out_dir / INFO_FILE)
     return full_info
 
 
@@ -52,8 +53,8 @@ def load_split(data_dir: Path, split: str) -> Split:
     return arrays["x"], arrays["y"]
 
 
-def load_info(data_dir: Path) -> dict[str, Any]:
-    return load_json(Path(data_dir) / INFO_FILE)
+def load_info(data_dir: Path) -> DataInfo:
+    return DataInfo.read(Path(data_dir) / INFO_FILE)
 
 
 def tail_split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[Split, Split]:

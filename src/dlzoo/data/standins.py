@@ -129,7 +129,7 @@ def _review(label: int, rng: np.random.Generator) -> tuple[int, int, str]:
         if rng.random() < 0.3:
             sentences.append(str(rng.choice(_FILLER)))
             continue
-        # One opinion in five goes against the review's label, so the task is not trivial.
+        # One opinion in five goes against the review's label, so the problem is not trivial.
         positive = bool(label) != (rng.random() < 0.2)
         words = _POSITIVE if positive else _NEGATIVE
         template = str(rng.choice(_OPINIONS))

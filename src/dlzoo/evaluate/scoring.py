@@ -1,7 +1,7 @@
-"""Test metrics for a trained experiment, by the kind of task it solves.
+"""Test metrics for a trained experiment, by the problem it solves.
 
 - classification: accuracy, log loss, per-class precision/recall/F1, confusion matrix; binary
-  tasks also ROC AUC. The loss here is the data loss alone: Keras' reported loss of an L1/L2
+  problems also ROC AUC. The loss here is the data loss alone: Keras' reported loss of an L1/L2
   model includes the penalty, which makes regularised models look worse than they are.
 - regression: MSE and MAE.
 - reconstruction (autoencoder): binary cross-entropy per sample, its mean and distribution,
@@ -73,10 +73,10 @@ def reconstruction_metrics(errors: np.ndarray) -> dict[str, Any]:
     }
 
 
-def headline(kind: str, scores: dict[str, Any]) -> tuple[str, float]:
-    """The one number a table shows for this kind of task."""
+def headline(problem: str, scores: dict[str, Any]) -> tuple[str, float]:
+    """The one number a table shows for this problem."""
     key = {"binary": "accuracy", "multiclass": "accuracy", "regression": "mse", "reconstruction": "loss"}[
-        kind
+        problem
     ]
     return key, scores[key]
 

@@ -16,126 +16,142 @@ from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.text import Vocabulary
 from dlzoo.evaluate import plots, scoring
 from dlzoo.models.family import Family
-from dlzoo.store import atomic_directory, load_json, save_json
+from dlzoo.records import SUMMARY_FILE, DataInfo, Headline, Metrics, TextInput, TrainSummary
+from dlzoo.store import atomic_directory
 
 SPLITS = ("test", "test_full")
+SAMPLES_SHOWN = 16
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """A trained model with its family: `predict` answers as the family predicts."""
+class Files:
+    """What the stage reads and writes."""
 
+    model_dir: Path  # from the train stage
+    data_dir: Path  # processed data
+    history_file: Path  # per-epoch CSV from the train stage
+    metrics_file: Path  # metrics/<experiment>.json to write
+    plots_dir: Path  # PNG plots (and the predictions CSV for dvc plots) to write
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A trained model, the problem it solves and its data; plots go to `out_dir`."""
+
+    name: str
     family: Family
     model: Any
+    problem: str
+    info: DataInfo
+    data_dir: Path
+    out_dir: Path
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.family.predict(self.model, x)
 
+    def classes_of(self, x: np.ndarray) -> np.ndarray:
+        return problems.probabilities(self.predict(x)).argmax(axis=1)
 
-SAMPLES_SHOWN = 16
+    def title(self, text: str) -> str:
+        return f"{self.name}: {text}"
 
 
-def run(
-    name: str,
-    params: Params,
-    model_dir: Path,
-    data_dir: Path,
-    history_file: Path,
-    metrics_file: Path,
-    plots_dir: Path,
-) -> dict[str, Any]:
+def run(name: str, params: Params, files: Files) -> Metrics:
     experiment = params.experiment(name)
-    info, summary = load_info(data_dir), load_json(model_dir / "summary.json")
+    info, summary = load_info(files.data_dir), TrainSummary.read(files.model_dir / SUMMARY_FILE)
     family = models.family(experiment.family)
-    kind = problems.task_kind(info, family.reconstructs)
-    model = Loaded(family, family.load(model_dir))
-    results: dict[str, Any] = {
-        "experiment": name,
-        "task": experiment.task,
-        "kind": kind,
-        "profile": info["profile"],
-    }
-    with atomic_directory(plots_dir) as staging:
-        for split in SPLITS:
-            if split in info["splits"]:
-                x, y = load_split(data_dir, split)
-                results[split] = _score(kind, model, x, y, info, staging, split, name)
-        history = _read_history(history_file)
-        plots.training_curves(history, staging / "training_curves.png", f"{name}: training")
-        _example_plots(kind, model, data_dir, info, staging, name)
-        key, value = scoring.headline(kind, results["test"])
-        results["headline"] = {"metric": key, "value": value}
-        metrics_file.parent.mkdir(parents=True, exist_ok=True)
-        save_json(metrics_file, results)
-        _log_to_run(summary["mlflow_run_id"], results, staging)
-    return results
-
-
-def _score(kind, model: Loaded, x, y, info, out_dir, split, name) -> dict[str, Any]:
-    outputs = model.predict(x)
-    if kind in ("binary", "multiclass"):
-        scores = scoring.classification_metrics(outputs, y, info["classes"])
-        predicted = problems.probabilities(outputs).argmax(axis=1)
-        scoring.write_predictions_csv(out_dir / f"{split}_predictions.csv", y, predicted, info["classes"])
-        title = f"{name}: {split} confusion matrix"
-        plots.confusion_matrix(
-            scores["confusion_matrix"], info["classes"], out_dir / f"{split}_confusion.png", title
+    problem = problems.solved(info.problem, family.reconstructs)
+    model = family.load(files.model_dir)
+    with atomic_directory(files.plots_dir) as staging:
+        evaluation = Evaluation(name, family, model, problem, info, files.data_dir, staging)
+        scores = {
+            split: _score(evaluation, split, *load_split(files.data_dir, split))
+            for split in SPLITS
+            if split in info.splits
+        }
+        history = _read_history(files.history_file)
+        plots.training_curves(history, staging / "training_curves.png", evaluation.title("training"))
+        _example_plot(evaluation, *load_split(files.data_dir, "test"))
+        metric, value = scoring.headline(problem, scores["test"])
+        metrics = Metrics(
+            experiment=name,
+            task=experiment.task,
+            problem=problem,
+            profile=info.profile,
+            headline=Headline(metric=metric, value=value),
+            **scores,
         )
+        files.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write(files.metrics_file)
+        _log_to_run(summary.mlflow_run_id, metrics, staging)
+    return metrics
+
+
+def _score(evaluation: Evaluation, split: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    outputs = evaluation.predict(x)
+    if evaluation.problem in problems.CLASSIFICATION:
+        classes = evaluation.info.classes
+        scores = scoring.classification_metrics(outputs, y, classes)
+        predicted = problems.probabilities(outputs).argmax(axis=1)
+        out_dir = evaluation.out_dir
+        scoring.write_predictions_csv(out_dir / f"{split}_predictions.csv", y, predicted, classes)
+        title = evaluation.title(f"{split} confusion matrix")
+        plots.confusion_matrix(scores["confusion_matrix"], classes, out_dir / f"{split}_confusion.png", title)
         return scores
-    if kind == "regression":
+    if evaluation.problem == "regression":
         return scoring.regression_metrics(outputs, y)
-    errors = scoring.reconstruction_errors(outputs, x, info["input"]["scale"])
+    errors = scoring.reconstruction_errors(outputs, x, evaluation.info.input.scale)
     return scoring.reconstruction_metrics(errors)
 
 
-def _example_plots(kind, model: Loaded, data_dir, info, out_dir, name) -> None:
-    x, y = load_split(data_dir, "test")
-    shown = slice(0, SAMPLES_SHOWN)
-    if x.ndim == 2 and x.shape[1] == 2:  # moons, blobs: the decision boundary
-        plots.decision_boundary(
-            lambda grid: problems.probabilities(model.predict(grid)).argmax(axis=1),
-            x,
-            y,
-            out_dir / "decision_boundary.png",
-            f"{name}: decision boundary",
-        )
-    elif kind == "regression":
-        plots.actual_vs_predicted(
-            y,
-            model.predict(x)[:, 0],
-            out_dir / "actual_vs_predicted.png",
-            f"{name}: test series, actual vs predicted",
-        )
-    elif kind == "reconstruction":
-        originals = x[:10].astype(np.float32) * info["input"]["scale"]
-        plots.reconstructions(
-            originals,
-            model.predict(x[:10]),
-            out_dir / "reconstructions.png",
-            f"{name}: test digits and their reconstructions",
-        )
-    elif "vocabulary" in info.get("input", {}):
-        vocabulary = Vocabulary.load(data_dir / info["input"]["vocabulary"])
-        texts = [vocabulary.decode(ids) for ids in x[:6]]
-        scores = problems.probabilities(model.predict(x[:6]))[:, 1]
-        plots.text_predictions(
-            texts,
-            y[:6],
-            scores,
-            info["classes"],
-            out_dir / "sample_predictions.png",
-            f"{name}: test reviews (as the model sees them)",
-        )
+def _example_plot(evaluation: Evaluation, x: np.ndarray, y: np.ndarray) -> None:
+    """One picture of what the model does on test samples, chosen by its problem and inputs."""
+    if x.ndim == 2 and x.shape[1] == 2:  # moons, blobs
+        _decision_boundary(evaluation, x, y)
+    elif evaluation.problem == "regression":
+        _actual_vs_predicted(evaluation, x, y)
+    elif evaluation.problem == "reconstruction":
+        _reconstructions(evaluation, x)
+    elif isinstance(evaluation.info.input, TextInput):
+        _text_predictions(evaluation, x, y)
     elif x.ndim >= 3:
-        predicted = problems.probabilities(model.predict(x[shown])).argmax(axis=1)
-        plots.image_predictions(
-            x[shown],
-            y[shown],
-            predicted,
-            info["classes"],
-            out_dir / "sample_predictions.png",
-            f"{name}: test images, predicted (true)",
-        )
+        _image_predictions(evaluation, x, y)
+
+
+def _decision_boundary(evaluation: Evaluation, x: np.ndarray, y: np.ndarray) -> None:
+    path = evaluation.out_dir / "decision_boundary.png"
+    plots.decision_boundary(evaluation.classes_of, x, y, path, evaluation.title("decision boundary"))
+
+
+def _actual_vs_predicted(evaluation: Evaluation, x: np.ndarray, y: np.ndarray) -> None:
+    path = evaluation.out_dir / "actual_vs_predicted.png"
+    title = evaluation.title("test series, actual vs predicted")
+    plots.actual_vs_predicted(y, evaluation.predict(x)[:, 0], path, title)
+
+
+def _reconstructions(evaluation: Evaluation, x: np.ndarray) -> None:
+    originals = x[:10].astype(np.float32) * evaluation.info.input.scale
+    path = evaluation.out_dir / "reconstructions.png"
+    title = evaluation.title("test digits and their reconstructions")
+    plots.reconstructions(originals, evaluation.predict(x[:10]), path, title)
+
+
+def _text_predictions(evaluation: Evaluation, x: np.ndarray, y: np.ndarray) -> None:
+    vocabulary = Vocabulary.load(evaluation.data_dir / evaluation.info.input.vocabulary)
+    texts = [vocabulary.decode(ids) for ids in x[:6]]
+    scores = problems.probabilities(evaluation.predict(x[:6]))[:, 1]
+    path = evaluation.out_dir / "sample_predictions.png"
+    title = evaluation.title("test reviews (as the model sees them)")
+    plots.text_predictions(texts, y[:6], scores, evaluation.info.classes, path, title)
+
+
+def _image_predictions(evaluation: Evaluation, x: np.ndarray, y: np.ndarray) -> None:
+    shown = slice(0, SAMPLES_SHOWN)
+    path = evaluation.out_dir / "sample_predictions.png"
+    title = evaluation.title("test images, predicted (true)")
+    plots.image_predictions(
+        x[shown], y[shown], evaluation.classes_of(x[shown]), evaluation.info.classes, path, title
+    )
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
@@ -143,7 +159,8 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(stream))
 
 
-def _log_to_run(run_id: str, results: dict[str, Any], plots_dir: Path) -> None:
+def _log_to_run(run_id: str, metrics: Metrics, plots_dir: Path) -> None:
+    results = metrics.to_json()
     with track.resume_run(run_id):
         for split in SPLITS:
             if split in results:

@@ -9,8 +9,6 @@ onnx.helper directly. Either way `onnx.checker` must pass and predictions must a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 import onnx
@@ -20,6 +18,7 @@ import tf2onnx
 
 from dlzoo.errors import DlzooError
 from dlzoo.inputs import InputSpec
+from dlzoo.records import Parity
 from dlzoo.runtime import all_layers
 
 OPSET = 17
@@ -29,22 +28,6 @@ OUTPUT_NAME = "outputs"
 
 class ParityError(DlzooError):
     """ONNX Runtime and the source model disagree; the message has the numbers."""
-
-
-@dataclass(frozen=True)
-class Parity:
-    samples: int
-    max_abs_diff: float
-    tolerance: float
-    classes_agree: bool
-
-    def as_dict(self) -> dict:
-        return {
-            "samples": self.samples,
-            "max_abs_diff": self.max_abs_diff,
-            "tolerance": self.tolerance,
-            "classes_agree": self.classes_agree,
-        }
 
 
 def exportable(model: keras.Model) -> keras.Model:
@@ -122,7 +105,7 @@ def check_parity(
     agree = True
     if classify:
         agree = bool(np.array_equal(predicted_classes(actual), predicted_classes(expected)))
-    parity = Parity(len(x), difference, tolerance, agree)
+    parity = Parity(samples=len(x), max_abs_diff=difference, tolerance=tolerance, classes_agree=agree)
     if difference > tolerance or not agree:
         flips = int(np.sum(predicted_classes(actual) != predicted_classes(expected))) if classify else 0
         raise ParityError(

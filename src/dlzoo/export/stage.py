@@ -19,7 +19,26 @@ from dlzoo.data.splits import load_info, load_split
 from dlzoo.export import conversion
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Family
-from dlzoo.store import load_json
+from dlzoo.records import (
+    SUMMARY_FILE,
+    DataInfo,
+    ExportMetadata,
+    ImagePreprocessing,
+    Preprocessing,
+    TensorPreprocessing,
+    TextInput,
+    TextPreprocessing,
+    TrainSummary,
+)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model, its family and what the train stage recorded about it."""
+
+    family: Family
+    model: Any
+    summary: TrainSummary
 
 
 @dataclass(frozen=True)
@@ -27,100 +46,79 @@ class Exported:
     """One exported model: the ONNX bytes, the metadata a server needs, and the files beside it."""
 
     onnx_bytes: bytes
-    metadata: dict[str, Any]
+    metadata: ExportMetadata
     files: dict[str, bytes]
 
 
-def run(name: str, params: Params, model_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+def run(name: str, params: Params, model_dir: Path, data_dir: Path, out_dir: Path) -> ExportMetadata:
     experiment = params.experiment(name)
-    summary = load_json(model_dir / "summary.json")
     family = models.family(experiment.family)
-    model = family.load(model_dir)
-    exported = export_model(name, experiment.task, family, model, data_dir, params.export)
-    metadata = {
-        **exported.metadata,
-        "parameters": summary["parameters"],
-        "mlflow_run_id": summary["mlflow_run_id"],
-    }
-    repository.write_export(out_dir, exported.onnx_bytes, metadata, exported.files)
-    _register(summary["mlflow_run_id"], name, exported.onnx_bytes, metadata["parity"]["max_abs_diff"])
-    return metadata
+    summary = TrainSummary.read(model_dir / SUMMARY_FILE)
+    exported = export_model(Trained(family, family.load(model_dir), summary), data_dir, params.export)
+    repository.write_export(out_dir, exported.onnx_bytes, exported.metadata, exported.files)
+    _register(summary.mlflow_run_id, name, exported.onnx_bytes, exported.metadata.parity.max_abs_diff)
+    return exported.metadata
 
 
-def export_model(
-    name: str, task: str, family: Family, model: Any, data_dir: Path, settings: ExportSettings
-) -> Exported:
+def export_model(trained: Trained, data_dir: Path, settings: ExportSettings) -> Exported:
     """Converts a trained model to ONNX and checks it on the data set's test samples."""
-    info = load_info(data_dir)
-    kind = problems.task_kind(info, family.reconstructs)
-    x, _ = load_split(data_dir, "test")
+    info, summary = load_info(data_dir), trained.summary
+    problem = problems.solved(info.problem, trained.family.reconstructs)
     spec = InputSpec.from_info(info)
-    x_model = x[: settings.parity_samples].astype(np.int32 if spec.dtype == "int32" else np.float32)
-    converted = family.to_onnx(model, spec, settings.opset, x_model)
+    x = load_split(data_dir, "test")[0][: settings.parity_samples]
+    x = x.astype(np.int32 if spec.dtype == "int32" else np.float32)
+    converted = trained.family.to_onnx(trained.model, spec, settings.opset, x)
     if converted.note:
-        print(f"{name}: {converted.note}")
-    proto, expected = converted.proto, converted.expected
-    payload = proto.SerializeToString()
+        print(f"{summary.experiment}: {converted.note}")
+    payload = converted.proto.SerializeToString()
+    classify = problem in problems.CLASSIFICATION
     parity = conversion.check_parity(
-        conversion.session(payload),
-        expected,
-        x_model,
-        settings.tolerance,
-        classify=kind in ("binary", "multiclass"),
+        conversion.session(payload), converted.expected, x, settings.tolerance, classify=classify
     )
-    metadata = {
-        "name": name,
-        "version": repository.VERSION,
-        "task": task,
-        "family": family.name,
-        "kind": kind,
-        "profile": info["profile"],
-        "stand_in": info["stand_in"],
-        "inputs": [repository.tensor(conversion.INPUT_NAME, spec.dtype, list(spec.shape))],
-        "outputs": [repository.tensor(conversion.OUTPUT_NAME, "float32", list(expected.shape[1:]))],
-        "labels": info.get("classes"),
-        "preprocessing": preprocessing_metadata(info, spec),
-        "onnx_sha256": hashlib.sha256(payload).hexdigest(),
-        "onnx_bytes": len(payload),
-        "opset": settings.opset,
-        "parity": parity.as_dict(),
-        "onnxruntime_version": onnxruntime.__version__,
-    }
+    metadata = ExportMetadata(
+        name=summary.experiment,
+        version=repository.VERSION,
+        task=summary.task,
+        family=summary.family,
+        problem=problem,
+        profile=info.profile,
+        stand_in=info.stand_in,
+        inputs=[repository.tensor(conversion.INPUT_NAME, spec.dtype, list(spec.shape))],
+        outputs=[repository.tensor(conversion.OUTPUT_NAME, "float32", list(converted.expected.shape[1:]))],
+        labels=info.classes,
+        preprocessing=preprocessing_metadata(info, spec),
+        onnx_sha256=hashlib.sha256(payload).hexdigest(),
+        onnx_bytes=len(payload),
+        opset=settings.opset,
+        parity=parity,
+        onnxruntime_version=onnxruntime.__version__,
+        parameters=summary.parameters,
+        mlflow_run_id=summary.mlflow_run_id,
+    )
     files = {}
-    if "vocabulary" in info.get("input", {}):
-        files[repository.VOCABULARY_FILE] = (data_dir / info["input"]["vocabulary"]).read_bytes()
+    if isinstance(info.input, TextInput):
+        files[repository.VOCABULARY_FILE] = (data_dir / info.input.vocabulary).read_bytes()
     return Exported(payload, metadata, files)
 
 
-def preprocessing_metadata(info: dict[str, Any], spec: InputSpec) -> dict[str, Any]:
+def preprocessing_metadata(info: DataInfo, spec: InputSpec) -> Preprocessing:
     """What the server must do to raw inputs; recorded beside the model so the server needs nothing else."""
-    settings = info.get("input", {})
-    if "vocabulary" in settings:
-        return {
-            "type": "text",
-            "tokenizer": "dlzoo.data.text.tokenize",
-            "vocabulary": repository.VOCABULARY_FILE,
-            **{
-                key: settings[key]
-                for key in (
-                    "vocab_size",
-                    "max_length",
-                    "padding",
-                    "truncating",
-                    "pad_id",
-                    "start_id",
-                    "oov_id",
-                )
-            },
-        }
+    if isinstance(info.input, TextInput):
+        settings = info.input.model_dump(exclude={"vocabulary"})
+        return TextPreprocessing(
+            type="text",
+            tokenizer="dlzoo.data.text.tokenize",
+            vocabulary=repository.VOCABULARY_FILE,
+            **settings,
+        )
     if spec.scale is not None:
-        return {
-            "type": "image",
-            "shape": list(spec.shape),
-            "raw_dtype": "UINT8",
-            "note": "send raw pixels (0-255) as FP32, or UINT8: the model rescales and resizes itself",
-        }
-    return {"type": "tensor"}
+        return ImagePreprocessing(
+            type="image",
+            shape=list(spec.shape),
+            raw_dtype="UINT8",
+            note="send raw pixels (0-255) as FP32, or UINT8: the model rescales and resizes itself",
+        )
+    return TensorPreprocessing(type="tensor")
 
 
 def _register(run_id: str, name: str, onnx_bytes: bytes, max_abs_diff: float) -> None:

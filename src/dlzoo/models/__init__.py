@@ -30,4 +30,4 @@ def family(name: str) -> Family:
 
 _BUILT_IN = (mlp, cnn, rnn, transfer, autoencoder, transformer, scratch_mlp)
 for _module in _BUILT_IN:
-    FAMILIES[_module.FAMILY.name] = _module.FAMILY
+    register(_module.FAMILY)

@@ -13,7 +13,7 @@ hooks without Keras.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from dlzoo.config.experiments import TrainingConfig, TrainSettings
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
 from dlzoo.train import distributed, loop
+from dlzoo.train.shared import FitSettings
 
 KERAS_FILE = "model.keras"
 
@@ -100,7 +101,7 @@ class KerasFamily:
     reconstructs: bool = False
     distributable: bool = True
     pretrained: bool = False
-    unfreeze: Callable[[keras.Model, int], None] | None = field(default=None)  # phase 2 (fine_tune)
+    unfreeze: Callable[[keras.Model, int], None] | None = None  # phase 2 (fine_tune)
 
     def adapt(self, config: Any, settings: TrainSettings, on_gpu: bool) -> tuple[Any, str | None]:
         return config, None
@@ -113,20 +114,17 @@ class KerasFamily:
 
     def fit(self, model, training_config, splits, spec, options: FitOptions) -> Fitted:
         runtime.set_cudnn(model, options.cudnn_rnn)
-        history = loop.train(
-            model,
-            training_config,
-            splits,
-            spec,
+        settings = FitSettings(
             seed=options.seed,
             max_epochs=options.max_epochs,
             reconstruct=self.reconstructs,
-            extra_callbacks=[track.EpochLogger()] if options.track else [],
+            callbacks=[track.EpochLogger()] if options.track else [],
             verbose=options.verbose,
             jit_compile=options.jit_compile,
             strategy=options.strategy,
             unfreeze=self.unfreeze,
         )
+        history = loop.train(model, training_config, splits, spec, settings)
         if distributed.is_multi_worker(options.strategy):  # score and save outside the strategy
             model = distributed.plain_copy(model, training_config)
         return Fitted(model, history)

@@ -17,7 +17,7 @@ from dlzoo.config.experiments import ScratchMlpConfig, TrainingConfig, TrainSett
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Converted, FitOptions, Fitted
-from dlzoo.models.scratch.mlp import NumpyMLP
+from dlzoo.models.scratch.mlp import NumpyMLP, Schedule
 from dlzoo.models.scratch.mlp import fit as fit_numpy
 
 NPZ_FILE = "model.npz"
@@ -47,15 +47,10 @@ class ScratchFamily:
         self, model: NumpyMLP, training_config: TrainingConfig, splits, spec, options: FitOptions
     ) -> Fitted:
         cap = options.max_epochs or training_config.epochs
-        rows = fit_numpy(
-            model,
-            _as_float(splits["train"]),
-            _as_float(splits["val"]),
-            epochs=min(training_config.epochs, cap),
-            batch_size=training_config.batch_size,
-            learning_rate=training_config.learning_rate,
-            rng=options.rng,
+        schedule = Schedule(
+            min(training_config.epochs, cap), training_config.batch_size, training_config.learning_rate
         )
+        rows = fit_numpy(model, _as_float(splits["train"]), _as_float(splits["val"]), schedule, options.rng)
         history = [{"epoch": index + 1, "phase": "train", **row} for index, row in enumerate(rows)]
         if options.track:
             track.log_history(history)

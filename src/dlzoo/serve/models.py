@@ -23,15 +23,14 @@ from tritonclient.grpc import model_config_pb2 as triton
 
 from dlzoo import repository
 from dlzoo.data.text import Vocabulary, pad
+from dlzoo.records import ExportMetadata, Preprocessing, TensorInfo
 from dlzoo.repository import RepositoryError
 from dlzoo.serve.tensors import NUMPY_DTYPES
-from dlzoo.store import load_json
 
 LOG = logging.getLogger("dlzoo.serve")
 # Names as the URL carries them: no path characters, no leading dot (so `.name.tmp-*` staging
 # directories that a running export is writing are never served).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-CLASSIFIER_KINDS = ("binary", "multiclass")
 # A run this short blocks the event loop less than a hop to a worker thread costs (see batching).
 INLINE_RUN_SECONDS = 0.0005
 DEFAULT_MAX_QUEUE_SIZE = 1024  # when a config.pbtxt sets no queue limit (Triton's 0: unbounded)
@@ -46,8 +45,8 @@ class TensorSpec:
     shape: tuple[int, ...]  # -1 for the batch dimension
 
     @classmethod
-    def from_metadata(cls, entry: dict[str, Any]) -> TensorSpec:
-        return cls(entry["name"], entry["datatype"], tuple(entry["shape"]))
+    def from_metadata(cls, entry: TensorInfo) -> TensorSpec:
+        return cls(entry.name, entry.datatype, tuple(entry.shape))
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -83,7 +82,7 @@ class Overrides:
 class ServedModel:
     name: str
     version: str
-    metadata: dict[str, Any]
+    metadata: ExportMetadata
     config: triton.ModelConfig  # what is served: config.pbtxt with the command line's overrides
     session: onnxruntime.InferenceSession
     input: TensorSpec
@@ -112,27 +111,27 @@ class ServedModel:
         return sum(group.count or 1 for group in self.config.instance_group) or 1
 
     @property
-    def kind(self) -> str:
-        return self.metadata["kind"]
+    def problem(self) -> str:
+        return self.metadata.problem
 
     @property
     def labels(self) -> list[str] | None:
-        return self.metadata.get("labels")
+        return self.metadata.labels
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        return self.metadata.get("preprocessing", {"type": "tensor"})
+    def preprocessing(self) -> Preprocessing:
+        return self.metadata.preprocessing
 
     @property
     def raw_datatype(self) -> str | None:
         """The friendly datatype the server also accepts: BYTES (review text) or UINT8 (pixels)."""
-        return {"text": "BYTES", "image": "UINT8"}.get(self.preprocessing["type"])
+        return {"text": "BYTES", "image": "UINT8"}.get(self.preprocessing.type)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Raw reviews to padded token ids, exactly as preprocessing encoded the training data."""
         settings = self.preprocessing
-        ids = [self.vocabulary.encode(text, settings["vocab_size"]) for text in texts]
-        return pad(ids, settings["max_length"], settings["padding"], settings["truncating"])
+        ids = [self.vocabulary.encode(text, settings.vocab_size) for text in texts]
+        return pad(ids, settings.max_length, settings.padding, settings.truncating)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         names = [output.name for output in self.outputs]
@@ -142,11 +141,11 @@ class ServedModel:
     def describe(self) -> dict[str, Any]:
         """The Open Inference Protocol model metadata, plus our serving hints under `parameters`."""
         hints = {
-            "task": self.metadata.get("task"),
-            "kind": self.kind,
+            "task": self.metadata.task,
+            "problem": self.problem,
             "labels": self.labels,
             "max_batch_size": self.max_batch_size,
-            "preprocessing": self.preprocessing,
+            "preprocessing": self.preprocessing.to_json(),
         }
         if self.raw_datatype:
             raw_shape = [-1] if self.raw_datatype == "BYTES" else list(self.input.shape)
@@ -204,30 +203,30 @@ def load_repository(
 
 def load_model(model_dir: Path, overrides: Overrides) -> ServedModel:
     version_dir = model_dir / repository.VERSION
-    metadata = load_json(version_dir / repository.METADATA_FILE)
+    metadata = repository.read_metadata(model_dir)
     config = overrides.apply(repository.read_config(model_dir))
     payload = (version_dir / repository.MODEL_FILE).read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
-    if digest != metadata["onnx_sha256"]:
+    if digest != metadata.onnx_sha256:
         raise RepositoryError(
             f"{version_dir / repository.MODEL_FILE}: SHA-256 {digest} does not match its metadata "
-            f"({metadata['onnx_sha256']}); the file was changed or half-written: re-export it with "
+            f"({metadata.onnx_sha256}); the file was changed or half-written: re-export it with "
             f"`dvc repro repository@{model_dir.name}`"
         )
     vocabulary = None
-    if metadata.get("preprocessing", {}).get("type") == "text":
-        vocabulary = Vocabulary.load(version_dir / metadata["preprocessing"]["vocabulary"])
+    if metadata.preprocessing.type == "text":
+        vocabulary = Vocabulary.load(version_dir / metadata.preprocessing.vocabulary)
     session = onnxruntime.InferenceSession(
         payload, session_options(overrides.intra_op_threads), providers=["CPUExecutionProvider"]
     )
     model = ServedModel(
         name=model_dir.name,
-        version=metadata.get("version", repository.VERSION),
+        version=metadata.version,
         metadata=metadata,
         config=config,
         session=session,
-        input=TensorSpec.from_metadata(metadata["inputs"][0]),
-        outputs=tuple(TensorSpec.from_metadata(entry) for entry in metadata["outputs"]),
+        input=TensorSpec.from_metadata(metadata.inputs[0]),
+        outputs=tuple(TensorSpec.from_metadata(entry) for entry in metadata.outputs),
         vocabulary=vocabulary,
     )
     seconds = warm_up(model)
@@ -237,7 +236,7 @@ def load_model(model_dir: Path, overrides: Overrides) -> ServedModel:
     LOG.info(
         "loaded %s (%s, %d bytes, SHA-256 verified; one sample runs in %.3f ms)",
         model.name,
-        model.kind,
+        model.problem,
         len(payload),
         seconds * 1000,
     )

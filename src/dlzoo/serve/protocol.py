@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from dlzoo.problems import probabilities
+from dlzoo.problems import CLASSIFICATION, probabilities
 from dlzoo.serve import tensors
 from dlzoo.serve.errors import InferenceError
-from dlzoo.serve.models import CLASSIFIER_KINDS, ServedModel
+from dlzoo.serve.models import ServedModel
 
 __all__ = ["InferenceError"]
 
@@ -131,7 +131,7 @@ def _cast(values: np.ndarray, datatype: str, model: ServedModel) -> np.ndarray:
         limits = np.iinfo(dtype)
         if values.min() < limits.min or values.max() > limits.max:
             raise InferenceError(f"{datatype} data out of range [{limits.min}, {limits.max}]")
-        vocab_size = model.preprocessing.get("vocab_size")
+        vocab_size = getattr(model.preprocessing, "vocab_size", None)
         if vocab_size and (values.min() < 0 or values.max() >= vocab_size):
             raise InferenceError(f"token ids must lie in [0, {vocab_size}) for {model.name}")
     elif np.abs(values).max(initial=0) > np.finfo(dtype).max:
@@ -175,8 +175,8 @@ def requested_output(model: ServedModel, name: Any, classification: Any, binary:
         raise InferenceError(f"unknown output {name!r}; model {model.name} has {', '.join(sorted(known))}")
     if type(classification) is not int or classification < 0:
         raise InferenceError("`classification` must be a non-negative integer (the number of top classes)")
-    if classification and model.kind not in CLASSIFIER_KINDS:
-        raise InferenceError(f"{model.name} is a {model.kind} model; classification needs a classifier")
+    if classification and model.problem not in CLASSIFICATION:
+        raise InferenceError(f"{model.name} is a {model.problem} model; classification needs a classifier")
     return RequestedOutput(name, classification, binary)
 
 

@@ -12,8 +12,6 @@ those configs are refused with a clear message instead of being silently ignored
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -23,7 +21,7 @@ from dlzoo.data.splits import Split
 from dlzoo.errors import DlzooError
 from dlzoo.inputs import InputSpec
 from dlzoo.runtime import all_layers
-from dlzoo.train.shared import make_dataset, make_optimizer
+from dlzoo.train.shared import FitSettings, make_dataset, make_optimizer
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -54,41 +52,67 @@ def train(
     config: TrainingConfig,
     splits: dict[str, Split],
     spec: InputSpec,
-    strategy: tf.distribute.Strategy,
-    *,
-    seed: int,
-    max_epochs: int | None = None,
-    reconstruct: bool = False,
-    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int = 2,
+    settings: FitSettings,
 ) -> list[dict[str, float]]:
-    """Trains `model` (built in `strategy.scope()`) and returns one dict per epoch, like `fit`."""
+    """Trains `model` (built in `settings.strategy.scope()`) and returns one dict per epoch, like `fit`."""
     check_supported(config)
     synchronize_batch_norm(model)
-    batch_size = config.batch_size  # global: the workers split each batch between them
+    datasets = _distributed_datasets(splits, spec, config.batch_size, settings)
+    loop = CustomLoop(model, config, settings.strategy)
+    epochs = settings.epochs(config.epochs)
+    history = []
+    for epoch in range(epochs):
+        logs = loop.run_epoch(datasets["train"], loop.train_step)
+        logs.update(
+            {f"val_{name}": value for name, value in loop.run_epoch(datasets["val"], loop.eval_step).items()}
+        )
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(loop.optimizer.learning_rate))
+        for callback in settings.callbacks:
+            callback.on_epoch_end(epoch, logs)
+        if settings.verbose:
+            print(
+                f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()),
+                flush=True,
+            )
+        history.append({"epoch": epoch + 1, "phase": "train", **logs})
+    return history
+
+
+def _distributed_datasets(
+    splits: dict[str, Split], spec: InputSpec, batch_size: int, settings: FitSettings
+) -> dict[str, tf.distribute.DistributedDataset]:
+    """Train and val batches, sharded by data: each worker takes its part of every global batch."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    datasets = {
-        name: strategy.experimental_distribute_dataset(
+    return {
+        name: settings.strategy.experimental_distribute_dataset(
             make_dataset(
                 splits[name],
                 spec,
-                batch_size,
-                reconstruct=reconstruct,
-                shuffle_seed=seed if name == "train" else None,
+                batch_size,  # global: the workers split each batch between them
+                reconstruct=settings.reconstruct,
+                shuffle_seed=settings.seed if name == "train" else None,
             ).with_options(options)
         )
         for name in ("train", "val")
     }
-    with strategy.scope():
-        optimizer = make_optimizer(config, config.learning_rate)
-    loss_function = keras.losses.get(config.loss)
-    with_accuracy = "accuracy" in config.metrics
 
-    def batch_sums(targets, outputs):
-        per_example = loss_function(targets, outputs)
+
+class CustomLoop:
+    """The per-replica steps and their all-reduced sums: loss, correct predictions, samples."""
+
+    def __init__(self, model: keras.Model, config: TrainingConfig, strategy: tf.distribute.Strategy):
+        self.model, self.strategy, self.batch_size = model, strategy, config.batch_size
+        with strategy.scope():
+            self.optimizer = make_optimizer(config, config.learning_rate)
+        self.loss_function = keras.losses.get(config.loss)
+        self.with_accuracy = "accuracy" in config.metrics
+        self.distributed_step = tf.function(self._distributed_step)
+
+    def batch_sums(self, targets, outputs):
+        per_example = self.loss_function(targets, outputs)
         count = tf.cast(tf.shape(per_example)[0], tf.float32)
-        if not with_accuracy:
+        if not self.with_accuracy:
             return per_example, tf.constant(0.0), count
         if outputs.shape[-1] == 1:
             predicted = tf.cast(outputs[:, 0] >= 0.5, tf.float32)
@@ -98,53 +122,35 @@ def train(
             correct = tf.cast(tf.equal(predicted, tf.cast(tf.reshape(targets, [-1]), tf.int64)), tf.float32)
         return per_example, tf.reduce_sum(correct), count
 
-    def replica_train_step(inputs, targets):
+    def train_step(self, inputs, targets):
+        model = self.model
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
-            per_example, correct, count = batch_sums(targets, outputs)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
+            per_example, correct, count = self.batch_sums(targets, outputs)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.batch_size)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        self.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return tf.reduce_sum(per_example), correct, count
 
-    def replica_eval_step(inputs, targets):
-        per_example, correct, count = batch_sums(targets, model(inputs, training=False))
+    def eval_step(self, inputs, targets):
+        per_example, correct, count = self.batch_sums(targets, self.model(inputs, training=False))
         return tf.reduce_sum(per_example), correct, count
 
-    @tf.function
-    def distributed_step(step, inputs, targets):
-        results = strategy.run(step, args=(inputs, targets))
-        return [strategy.reduce(SUM, value, axis=None) for value in results]
+    def _distributed_step(self, step, inputs, targets):
+        results = self.strategy.run(step, args=(inputs, targets))
+        return [self.strategy.reduce(SUM, value, axis=None) for value in results]
 
-    def run_epoch(dataset, step) -> dict[str, float]:
+    def run_epoch(self, dataset, step) -> dict[str, float]:
         totals = np.zeros(3)
         for inputs, targets in dataset:
-            totals += [float(value) for value in distributed_step(step, inputs, targets)]
+            totals += [float(value) for value in self.distributed_step(step, inputs, targets)]
         loss_sum, correct, count = totals
         scores = {"loss": loss_sum / count}
-        if with_accuracy:
+        if self.with_accuracy:
             scores["accuracy"] = correct / count
         return scores
-
-    epochs = min(config.epochs, max_epochs) if max_epochs else config.epochs
-    history = []
-    for epoch in range(epochs):
-        logs = run_epoch(datasets["train"], replica_train_step)
-        logs.update(
-            {f"val_{name}": value for name, value in run_epoch(datasets["val"], replica_eval_step).items()}
-        )
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        for callback in extra_callbacks:
-            callback.on_epoch_end(epoch, logs)
-        if verbose:
-            print(
-                f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()),
-                flush=True,
-            )
-        history.append({"epoch": epoch + 1, "phase": "train", **logs})
-    return history
 
 
 def synchronize_batch_norm(model: keras.Model) -> None:

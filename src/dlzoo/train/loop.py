@@ -8,16 +8,14 @@ unfrozen from a layer on, recompiled at the low learning rate, continuing the ep
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
 
 import keras
-import tensorflow as tf
 
 from dlzoo.config.experiments import TrainingConfig
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
 from dlzoo.train import distributed
-from dlzoo.train.shared import make_dataset, make_optimizer
+from dlzoo.train.shared import FitSettings, make_dataset, make_optimizer
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:
@@ -79,67 +77,64 @@ def train(
     config: TrainingConfig,
     splits: dict[str, Split],
     spec: InputSpec,
-    *,
-    seed: int,
-    max_epochs: int | None = None,
-    reconstruct: bool = False,
-    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int = 2,
-    jit_compile: bool = False,
-    strategy: tf.distribute.Strategy | None = None,
-    unfreeze: Callable[[keras.Model, int], None] | None = None,
+    settings: FitSettings,
 ) -> list[dict[str, float]]:
     """Fits `model` (one or two phases) and returns one dict per epoch.
 
     Under a tf.distribute strategy the model must have been built in `strategy.scope()`; a
     multi-worker strategy trains with a custom loop (Keras 3.15's fit fails under it).
     """
-    if config.fine_tune is not None and unfreeze is None:
+    if config.fine_tune is not None and settings.unfreeze is None:
         raise ValueError("training.fine_tune needs the family's unfreeze policy (only transfer has one)")
-    if distributed.is_multi_worker(strategy):
-        return distributed.train(
-            model,
-            config,
-            splits,
-            spec,
-            strategy,
-            seed=seed,
-            max_epochs=max_epochs,
-            reconstruct=reconstruct,
-            extra_callbacks=extra_callbacks,
-            verbose=verbose,
-        )
-    train_data = make_dataset(
-        splits["train"], spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=seed
-    )
-    val_data = make_dataset(
-        splits["val"], spec, config.batch_size, reconstruct=reconstruct, shuffle_seed=None
-    )
-    phases = [("train", config.learning_rate, config.epochs)]
-    if config.fine_tune is not None:
-        phases.append(("fine_tune", config.fine_tune.learning_rate, config.fine_tune.epochs))
+    if distributed.is_multi_worker(settings.strategy):
+        return distributed.train(model, config, splits, spec, settings)
+    batches = {split: _batches(splits[split], split, spec, config, settings) for split in ("train", "val")}
     history: list[dict[str, float]] = []
-    for phase, learning_rate, epochs in phases:
+    for phase, learning_rate, epochs in phases(config):
         if phase == "fine_tune":
-            unfreeze(model, config.fine_tune.from_layer)
+            settings.unfreeze(model, config.fine_tune.from_layer)
         # A new scope per phase (a scope is entered once); recompiling makes new trainable flags count.
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            compile_model(model, config, learning_rate, jit_compile)
-        epochs = min(epochs, max_epochs) if max_epochs else epochs
+        with settings.strategy.scope() if settings.strategy is not None else contextlib.nullcontext():
+            compile_model(model, config, learning_rate, settings.jit_compile)
         start = len(history)
         fitted = model.fit(
-            train_data,
-            validation_data=val_data,
+            batches["train"],
+            validation_data=batches["val"],
             initial_epoch=start,
-            epochs=start + epochs,
-            callbacks=[*callbacks_for(config), *extra_callbacks],
+            epochs=start + settings.epochs(epochs),
+            callbacks=[*callbacks_for(config), *settings.callbacks],
             shuffle=False,  # the dataset shuffles itself, with the seed
-            verbose=verbose,
+            verbose=settings.verbose,
         )
-        for offset in range(len(fitted.epoch)):
-            row = {name: float(values[offset]) for name, values in fitted.history.items()}
-            history.append({"epoch": start + offset + 1, "phase": phase, **row})
+        history += _rows(fitted, start, phase)
     return history
+
+
+def _batches(split: Split, name: str, spec: InputSpec, config: TrainingConfig, settings: FitSettings):
+    shuffle_seed = settings.seed if name == "train" else None
+    return make_dataset(
+        split, spec, config.batch_size, reconstruct=settings.reconstruct, shuffle_seed=shuffle_seed
+    )
+
+
+def _rows(fitted: keras.callbacks.History, start: int, phase: str) -> list[dict[str, float]]:
+    """Keras' history (one list per metric) as one dict per epoch, numbered across phases."""
+    return [
+        {
+            "epoch": start + offset + 1,
+            "phase": phase,
+            **{name: float(values[offset]) for name, values in fitted.history.items()},
+        }
+        for offset in range(len(fitted.epoch))
+    ]
+
+
+def phases(config: TrainingConfig) -> list[tuple[str, float, int]]:
+    """(phase, learning rate, epochs): training, then fine-tuning if the config asks for it."""
+    found = [("train", config.learning_rate, config.epochs)]
+    if config.fine_tune is not None:
+        found.append(("fine_tune", config.fine_tune.learning_rate, config.fine_tune.epochs))
+    return found
 
 
 def evaluate(

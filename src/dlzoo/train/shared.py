@@ -6,12 +6,33 @@ on this module, so neither imports the other's internals.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import keras
 import tensorflow as tf
 
 from dlzoo.config.experiments import TrainingConfig
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to fit, besides the model, its config and its data: what both training loops read."""
+
+    seed: int  # shuffles the training data
+    max_epochs: int | None = None  # per phase: the demo profile's cap
+    reconstruct: bool = False  # the targets are the inputs (autoencoder)
+    callbacks: Sequence[keras.callbacks.Callback] = ()  # besides the config's own (MLflow logging)
+    verbose: int = 2
+    jit_compile: bool = False
+    strategy: tf.distribute.Strategy | None = None  # the model was built in its scope
+    unfreeze: Callable[[keras.Model, int], None] | None = None  # the family's phase-2 policy
+
+    def epochs(self, configured: int) -> int:
+        return min(configured, self.max_epochs) if self.max_epochs else configured
+
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 

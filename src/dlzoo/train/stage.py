@@ -26,7 +26,8 @@ from dlzoo.config.experiments import ExperimentConfig
 from dlzoo.data.splits import Split, load_info, load_split
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Family, FitOptions
-from dlzoo.store import atomic_directory, save_json
+from dlzoo.records import SUMMARY_FILE, DataInfo, TrainSummary
+from dlzoo.store import atomic_directory
 from dlzoo.train import loop
 
 EVALUATED_SPLITS = ("test", "test_full")  # test_full: every test sample of a subset (cats vs dogs)
@@ -34,14 +35,15 @@ EVALUATED_SPLITS = ("test", "test_full")  # test_full: every test sample of a su
 
 def run(
     name: str, params: Params, data_dir: Path, out_dir: Path, history_file: Path, pretrained_dir: Path | None
-) -> dict[str, Any]:
+) -> TrainSummary | None:
+    """The summary the stage wrote, or None on a worker other than the chief (it writes nothing)."""
     job, adjustment = _prepare(name, params, data_dir, pretrained_dir)
     experiment, info = job.experiment, job.info
     if not runtime.is_chief(job.strategy) and job.family.distributable:
         # Another worker of a multi-worker run: it computes its share; the chief writes and logs.
         with tempfile.TemporaryDirectory() as scratch:
             _train(job, Path(scratch), chief=False)
-        return {"experiment": name, "worker": True}
+        return None
     tags = track.environment_tags(info)
     if adjustment:
         print(f"{name}: {adjustment}")
@@ -63,7 +65,7 @@ def run(
         )
         mlflow.log_metric("train_seconds", seconds)
         summary = _summary(job, history, scores, size, seconds, active.info.run_id)
-        save_json(staging / "summary.json", summary)
+        summary.write(staging / SUMMARY_FILE)
         _write_history(history, history_file)
         mlflow.log_artifact(str(history_file), artifact_path="history")
     return summary
@@ -75,8 +77,8 @@ def _prepare(
     """Data, seeds, precision, strategy and the family's device adjustment (its note, if any)."""
     experiment = params.experiment(name)
     info = load_info(data_dir)
-    splits = {split: load_split(data_dir, split) for split in info["splits"]}
-    cap = experiment.training.demo_max_epochs if info["profile"] == "demo" else None
+    splits = {split: load_split(data_dir, split) for split in info.splits}
+    cap = experiment.training.demo_max_epochs if info.profile == "demo" else None
     loop.set_seeds(params.train.seed, params.train.deterministic)
     runtime.configure_precision(params.train.mixed_precision)
     strategy = runtime.strategy_for(params.train.distribute)
@@ -86,19 +88,19 @@ def _prepare(
     return Job(name, experiment, family, info, splits, params, cap, pretrained_dir, strategy), adjustment
 
 
-def _summary(job: Job, history: list, scores: dict, size: int, seconds: float, run_id: str) -> dict[str, Any]:
-    return {
-        "experiment": job.experiment_name,
-        "task": job.experiment.task,
-        "family": job.experiment.family,
-        "profile": job.info["profile"],
-        "stand_in": job.info["stand_in"],
-        "epochs": len(history),
-        "parameters": size,
-        "train_seconds": round(seconds, 2),
-        "mlflow_run_id": run_id,
+def _summary(job: Job, history: list, scores: dict, size: int, seconds: float, run_id: str) -> TrainSummary:
+    return TrainSummary(
+        experiment=job.experiment_name,
+        task=job.experiment.task,
+        family=job.experiment.family,
+        profile=job.info.profile,
+        stand_in=job.info.stand_in,
+        epochs=len(history),
+        parameters=size,
+        train_seconds=round(seconds, 2),
+        mlflow_run_id=run_id,
         **scores,
-    }
+    )
 
 
 def _run_params(job: Job) -> dict[str, Any]:
@@ -107,10 +109,10 @@ def _run_params(job: Job) -> dict[str, Any]:
     return {
         **track.flatten(job.experiment),
         **track.flatten(job.params.train),
-        "data.profile": info["profile"],
+        "data.profile": info.profile,
         "max_epochs_per_phase": job.max_epochs or "none",
         "replicas": job.strategy.num_replicas_in_sync,
-        **{f"data.{split}_count": summary["count"] for split, summary in info["splits"].items()},
+        **{f"data.{split}_count": summary.count for split, summary in info.splits.items()},
     }
 
 
@@ -121,7 +123,7 @@ class Job:
     experiment_name: str
     experiment: ExperimentConfig
     family: Family
-    info: dict[str, Any]
+    info: DataInfo
     splits: dict[str, Split]
     params: Params
     max_epochs: int | None  # per phase: the demo profile's cap
@@ -138,7 +140,7 @@ def _train(job: Job, staging: Path, *, chief: bool) -> tuple[list[dict[str, Any]
     if family.pretrained and chief:
         mlflow.set_tag("pretrained.weights", "imagenet" if weights else "random")
     with job.strategy.scope():
-        model = family.build(experiment.model, spec, Assets(len(job.info.get("classes") or []), rng, weights))
+        model = family.build(experiment.model, spec, Assets(len(job.info.classes or []), rng, weights))
     options = FitOptions(
         seed=settings.seed,
         rng=rng,

@@ -117,29 +117,35 @@ class NumpyMLP:
             )
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Plain mini-batch gradient descent: a constant learning rate, reshuffled every epoch."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+
+
 def fit(
     model: NumpyMLP,
     train: tuple[Array, Array],
     val: tuple[Array, Array],
-    *,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
+    schedule: Schedule,
     rng: np.random.Generator,
 ) -> list[dict[str, float]]:
     """Mini-batch gradient descent; returns per-epoch loss and accuracy, Keras-style names."""
     x, y = train
     history = []
-    for _ in range(epochs):
+    for _ in range(schedule.epochs):
         order = rng.permutation(len(x))
-        for start in range(0, len(x), batch_size):
-            batch = order[start : start + batch_size]
-            model.step(x[batch], y[batch], learning_rate)
+        for start in range(0, len(x), schedule.batch_size):
+            batch = order[start : start + schedule.batch_size]
+            model.step(x[batch], y[batch], schedule.learning_rate)
         history.append({
             "loss": model.loss(x, y),
             "accuracy": model.accuracy(x, y),
             "val_loss": model.loss(*val),
             "val_accuracy": model.accuracy(*val),
-            "learning_rate": learning_rate,
+            "learning_rate": schedule.learning_rate,
         })  # fmt: skip
     return history

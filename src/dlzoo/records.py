@@ -1,0 +1,263 @@
+"""The files stages hand each other, one typed definition each.
+
+    preprocess/generate -> info.json      DataInfo (CorpusInfo for the IMDB directory above its variants)
+    train               -> summary.json   TrainSummary
+    export              -> metadata.json  ExportMetadata (also the served model's metadata)
+    evaluate            -> metrics/*.json Metrics
+
+Writers build a record, so a missing or misspelt field fails where it is made; readers get a
+clear error naming the file and what is wrong in it, instead of a KeyError three stages later.
+Tests build and read these files through the same classes. Records are pydantic models: they
+validate nested JSON, keep `null` apart from "absent" (`exclude_unset`), and need no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dlzoo.errors import DlzooError
+from dlzoo.store import load_json, save_json
+
+Problem = Literal["binary", "multiclass", "regression", "reconstruction"]
+DataProblem = Literal["binary", "multiclass", "regression"]  # what the labels pose
+Profile = Literal["demo", "full"]
+Number = int | float
+SUMMARY_FILE = "summary.json"  # in a model directory, beside the model
+
+
+class RecordError(DlzooError):
+    """A stage's input file is missing or does not match its record."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        path = Path(path)
+        if not path.is_file():
+            raise RecordError(f"{path} is missing: run the stage that writes it first (dvc repro)")
+        try:
+            return cls.model_validate(load_json(path))
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, item['loc'])) or '(top)'}: {item['msg']}" for item in error.errors()
+            )
+            raise RecordError(
+                f"{path} is not a valid {cls.__name__} ({problems}); it was written by another "
+                "version of dlzoo or edited by hand: rerun the stage that writes it (dvc repro)"
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data; optional fields that were never set stay absent rather than null."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def write(self, path: Path) -> None:
+        save_json(Path(path), self.to_json())
+
+
+# ---- info.json: a processed data set --------------------------------------------------------
+
+
+class SplitSummary(Record):
+    count: int
+    x_shape: list[int]
+    x_dtype: str
+    x_range: list[Number] | None  # None for an empty split
+    y_shape: list[int]
+    y_dtype: str
+    class_counts: dict[str, int] | None = None  # classification only
+
+
+class ImageInput(Record):
+    """Pixels are stored raw (uint8); the model multiplies by `scale` itself."""
+
+    note: str
+    offset: float
+    scale: float
+
+
+class TextInput(Record):
+    """Token ids, padded as the server must pad raw text; `vocabulary` is relative to info.json."""
+
+    vocabulary: str
+    vocab_size: int
+    max_length: int
+    padding: Literal["pre", "post"]
+    truncating: Literal["pre", "post"]
+    pad_id: int
+    start_id: int
+    oov_id: int
+
+
+class DataInfo(Record):
+    """A directory of `<split>.npz` files and what a consumer needs without loading them."""
+
+    dataset: str
+    profile: Profile
+    stand_in: bool  # demo stand-in data, not the canonical set
+    problem: DataProblem
+    classes: list[str] | None
+    source: dict[str, Any]  # provenance: origins and SHA-256 of the raw files, or the generator
+    splits: dict[str, SplitSummary]
+    input: ImageInput | TextInput | None = None
+    noise_floor_mse: float | None = None  # the sine wave's noise variance: the best MSE possible
+
+
+class TokensPerReview(Record):
+    mean: float
+    median: float
+    truncated_fraction: float
+
+
+class CorpusInfo(Record):
+    """The IMDB directory: the shared vocabulary and one DataInfo directory per vocabulary size."""
+
+    dataset: str
+    profile: Profile
+    stand_in: bool
+    problem: DataProblem
+    source: dict[str, Any]
+    vocabulary_words: int
+    variants: list[str]
+    train_tokens_per_review: TokensPerReview
+
+
+# ---- summary.json: a trained model ----------------------------------------------------------
+
+
+class TrainSummary(Record):
+    experiment: str
+    task: str
+    family: str
+    profile: Profile
+    stand_in: bool
+    epochs: int
+    parameters: int
+    train_seconds: float
+    mlflow_run_id: str | None  # None: trained outside a tracked run (test fixtures)
+    test: dict[str, float]  # the family's own scores (Keras' evaluate, or the NumPy MLP's)
+    test_full: dict[str, float] | None = None  # the whole test set, where a subset trains (demo)
+
+
+# ---- metrics/<experiment>.json --------------------------------------------------------------
+
+
+class ClassScores(Record):
+    precision: float
+    recall: float
+    f1_score: float = Field(alias="f1-score")
+
+
+class ClassificationScores(Record):
+    accuracy: float
+    loss: float  # log loss of the data alone (no L1/L2 penalty)
+    macro_f1: float
+    per_class: dict[str, ClassScores]
+    confusion_matrix: list[list[int]]
+    samples: int
+    roc_auc: float | None = None  # binary only
+
+
+class RegressionScores(Record):
+    mse: float
+    mae: float
+    samples: int
+
+
+class Histogram(Record):
+    counts: list[int]
+    edges: list[float]
+
+
+class ReconstructionScores(Record):
+    loss: float  # mean per-sample binary cross-entropy
+    error_percentiles: dict[str, float]
+    error_max: float
+    error_histogram: Histogram
+    samples: int
+
+
+Scores = ClassificationScores | RegressionScores | ReconstructionScores
+
+
+class Headline(Record):
+    metric: str
+    value: float
+
+
+class Metrics(Record):
+    experiment: str
+    task: str
+    problem: Problem
+    profile: Profile
+    test: Scores
+    headline: Headline
+    test_full: Scores | None = None
+
+
+# ---- metadata.json: an exported (and served) model ------------------------------------------
+
+
+class TensorInfo(Record):
+    name: str
+    datatype: str  # Open Inference Protocol name: FP32, INT32, ...
+    shape: list[int]  # -1: any size
+
+
+class Parity(Record):
+    samples: int
+    max_abs_diff: float
+    tolerance: float
+    classes_agree: bool  # always true for a model that is not a classifier
+
+
+class TensorPreprocessing(Record):
+    type: Literal["tensor"]
+
+
+class ImagePreprocessing(Record):
+    type: Literal["image"]
+    shape: list[int]
+    raw_dtype: Literal["UINT8"]
+    note: str
+
+
+class TextPreprocessing(Record):
+    type: Literal["text"]
+    tokenizer: str
+    vocabulary: str  # relative to metadata.json
+    vocab_size: int
+    max_length: int
+    padding: Literal["pre", "post"]
+    truncating: Literal["pre", "post"]
+    pad_id: int
+    start_id: int
+    oov_id: int
+
+
+Preprocessing = TensorPreprocessing | ImagePreprocessing | TextPreprocessing
+
+
+class ExportMetadata(Record):
+    name: str
+    version: str
+    task: str
+    family: str
+    problem: Problem
+    profile: Profile
+    stand_in: bool
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    labels: list[str] | None
+    preprocessing: Preprocessing = Field(discriminator="type")
+    onnx_sha256: str
+    onnx_bytes: int
+    opset: int
+    parity: Parity
+    onnxruntime_version: str
+    parameters: int
+    mlflow_run_id: str | None
