@@ -80,10 +80,9 @@ class ImageInput(Record):
     scale: float
 
 
-class TextInput(Record):
-    """Token ids, padded as the server must pad raw text; `vocabulary` is relative to info.json."""
+class TokenIds(Record):
+    """How reviews became padded token ids; the server encodes raw text the same way."""
 
-    vocabulary: str
     vocab_size: int
     max_length: int
     padding: Literal["pre", "post"]
@@ -91,6 +90,10 @@ class TextInput(Record):
     pad_id: int
     start_id: int
     oov_id: int
+
+
+class TextInput(TokenIds):
+    vocabulary: str  # relative to info.json
 
 
 class DataInfo(Record):
@@ -226,17 +229,10 @@ class ImagePreprocessing(Record):
     note: str
 
 
-class TextPreprocessing(Record):
+class TextPreprocessing(TokenIds):
     type: Literal["text"]
     tokenizer: str
     vocabulary: str  # relative to metadata.json
-    vocab_size: int
-    max_length: int
-    padding: Literal["pre", "post"]
-    truncating: Literal["pre", "post"]
-    pad_id: int
-    start_id: int
-    oov_id: int
 
 
 Preprocessing = TensorPreprocessing | ImagePreprocessing | TextPreprocessing

@@ -12,6 +12,8 @@ those configs are refused with a clear message instead of being silently ignored
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -48,16 +50,12 @@ def check_supported(config: TrainingConfig) -> None:
 
 
 def train(
-    model: keras.Model,
-    config: TrainingConfig,
-    splits: dict[str, Split],
-    spec: InputSpec,
-    settings: FitSettings,
+    model: keras.Model, config: TrainingConfig, datasets: dict[str, Any], settings: FitSettings
 ) -> list[dict[str, float]]:
-    """Trains `model` (built in `settings.strategy.scope()`) and returns one dict per epoch, like `fit`."""
+    """Trains `model` (built in `settings.strategy.scope()`) on `distribute(...)`'s train and val
+    batches and returns one dict per epoch, like `fit`."""
     check_supported(config)
     synchronize_batch_norm(model)
-    datasets = _distributed_datasets(splits, spec, config.batch_size, settings)
     loop = CustomLoop(model, config, settings.strategy)
     epochs = settings.epochs(config.epochs)
     history = []
@@ -78,9 +76,9 @@ def train(
     return history
 
 
-def _distributed_datasets(
+def distribute(
     splits: dict[str, Split], spec: InputSpec, batch_size: int, settings: FitSettings
-) -> dict[str, tf.distribute.DistributedDataset]:
+) -> dict[str, Any]:
     """Train and val batches, sharded by data: each worker takes its part of every global batch."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

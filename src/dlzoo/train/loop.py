@@ -87,7 +87,8 @@ def train(
     if config.fine_tune is not None and settings.unfreeze is None:
         raise ValueError("training.fine_tune needs the family's unfreeze policy (only transfer has one)")
     if distributed.is_multi_worker(settings.strategy):
-        return distributed.train(model, config, splits, spec, settings)
+        datasets = distributed.distribute(splits, spec, config.batch_size, settings)
+        return distributed.train(model, config, datasets, settings)
     batches = {split: _batches(splits[split], split, spec, config, settings) for split in ("train", "val")}
     history: list[dict[str, float]] = []
     for phase, learning_rate, epochs in phases(config):
