@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from dlzoo.serve.app import ServeSettings, create_app
-    from dlzoo.serve.models import Overrides, default_threads, load_repository
+    from dlzoo.serve.sessions import Overrides, default_threads, load_repository
 
     cores = default_threads()
     # Concurrent runs: one per model instance at most (each batcher runs one batch at a time).
@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace) -> None:
 def _instances(root: Path, names: list[str]) -> int:
     """Model instances the repository's configs ask for (a missing one is reported at load)."""
     from dlzoo import repository
-    from dlzoo.serve.models import servable_names
+    from dlzoo.serve.sessions import servable_names
 
     if not root.is_dir():
         return 1

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from dlzoo import repository
-from dlzoo.serve.models import load_repository
+from dlzoo.serve.sessions import load_repository
 from tests.tiny_repository import MODELS, SERVING
 
 pytestmark = pytest.mark.integration

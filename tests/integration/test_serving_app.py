@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from dlzoo import repository
 from dlzoo.data.text import Vocabulary, pad
 from dlzoo.serve.app import ServeSettings, create_app
-from dlzoo.serve.models import RepositoryError, load_repository
+from dlzoo.serve.sessions import RepositoryError, load_repository
 from tests.tiny_repository import MAX_BATCH_SIZE, MODELS, REVIEWS, valid_batch
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from dlzoo import repository
 from dlzoo.serve import protocol
 from dlzoo.serve.app import ServeSettings, create_app
-from dlzoo.serve.models import load_repository
+from dlzoo.serve.sessions import load_repository
 from tests.tiny_repository import MODELS, REVIEWS, valid_batch
 
 pytestmark = pytest.mark.integration
@@ -277,7 +277,7 @@ def test_the_model_configuration_extension_serves_config_pbtxt_as_json(client, t
 
 
 def test_command_line_overrides_show_in_the_served_configuration(tiny_repository):
-    from dlzoo.serve.models import Overrides
+    from dlzoo.serve.sessions import Overrides
 
     settings = ServeSettings(
         tiny_repository, ("mlp_vector",), Overrides(max_batch_size=4, max_queue_delay_ms=3)

@@ -14,11 +14,11 @@ import pytest
 
 from dlzoo.serve.batching import Batcher
 from dlzoo.serve.errors import InferenceError
-from dlzoo.serve.metrics import Metrics
-from dlzoo.serve.models import Overrides, load_model
+from dlzoo.serve.prometheus import PrometheusMetrics
+from dlzoo.serve.sessions import Overrides, load_model
 
 
-def batch_sizes(metrics: Metrics, name: str) -> tuple[float, float]:
+def batch_sizes(metrics: PrometheusMetrics, name: str) -> tuple[float, float]:
     """(number of executed batches, samples in them)."""
     count = metrics.registry.get_sample_value("dlzoo_batch_size_count", {"model": name})
     total = metrics.registry.get_sample_value("dlzoo_batch_size_sum", {"model": name})
@@ -45,7 +45,7 @@ async def with_batcher(model, metrics, work):
 
 
 def run_concurrently(model, sizes: list[int]):
-    metrics, batches = Metrics(), batches_of(model, sizes)
+    metrics, batches = PrometheusMetrics(), batches_of(model, sizes)
 
     async def work(batcher):
         return await asyncio.gather(*(batcher.infer(batch) for batch in batches))
@@ -89,7 +89,7 @@ def test_a_full_queue_refuses_at_once_with_503_and_serves_what_it_accepted(model
     async def work(batcher):
         return await asyncio.gather(*(batcher.infer(batch) for batch in batches), return_exceptions=True)
 
-    results = asyncio.run(with_batcher(bounded, Metrics(), work))
+    results = asyncio.run(with_batcher(bounded, PrometheusMetrics(), work))
     refused = [result for result in results if isinstance(result, InferenceError)]
     assert len(refused) == 2 and all(error.status == 503 for error in refused)
     assert "3 requests queued, its limit; retry later" in str(refused[0])
@@ -97,7 +97,7 @@ def test_a_full_queue_refuses_at_once_with_503_and_serves_what_it_accepted(model
 
 
 def test_a_request_whose_caller_gave_up_is_dropped_not_run(model):
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     slow = configured(model, max_queue_delay_ms=100)
 
     async def work(batcher):
@@ -120,7 +120,7 @@ def test_a_dead_batcher_is_not_alive_and_answers_503(model):
             await batcher.infer(batches_of(model, [1])[0])
         return raised.value.status
 
-    assert asyncio.run(with_batcher(model, Metrics(), work)) == 503
+    assert asyncio.run(with_batcher(model, PrometheusMetrics(), work)) == 503
 
 
 def test_fast_batches_run_on_the_loop_and_slow_ones_on_worker_threads(model):

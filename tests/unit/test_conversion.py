@@ -9,7 +9,7 @@ from dlzoo import models
 from dlzoo.config.experiments import RnnConfig
 from dlzoo.export import conversion
 from dlzoo.models.scratch import onnx_graph
-from dlzoo.models.scratch.mlp import NumpyMLP
+from dlzoo.models.scratch.numpy_mlp import NumpyMLP
 from dlzoo.train import loop
 from dlzoo.train.shared import FitSettings
 from tests.unit.test_models import TEXT, TINY, plain_training, tiny_data

@@ -26,7 +26,7 @@ HEAVY = (
 ENTRY_POINTS = {
     "dlzoo --help": ("from dlzoo.cli import build_parser; build_parser()", HEAVY),
     "dlzoo serve": (
-        "import dlzoo.serve.app, dlzoo.serve.grpc_service, dlzoo.serve.models",
+        "import dlzoo.serve.app, dlzoo.serve.grpc_service, dlzoo.serve.sessions",
         ("tensorflow", "keras", "sklearn", "mlflow", "matplotlib", "tf2onnx", "pooch"),
     ),
     "dlzoo repository": ("import dlzoo.repository", HEAVY),

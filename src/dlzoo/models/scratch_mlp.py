@@ -17,8 +17,8 @@ from dlzoo.config.experiments import ScratchMlpConfig, TrainingConfig, TrainSett
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Assets, Converted, FitOptions, Fitted
-from dlzoo.models.scratch.mlp import NumpyMLP, Schedule
-from dlzoo.models.scratch.mlp import fit as fit_numpy
+from dlzoo.models.scratch.numpy_mlp import NumpyMLP, Schedule
+from dlzoo.models.scratch.numpy_mlp import fit as fit_numpy
 
 NPZ_FILE = "model.npz"
 

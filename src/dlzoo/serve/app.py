@@ -27,8 +27,8 @@ from starlette.status import HTTP_413_CONTENT_TOO_LARGE
 
 from dlzoo.serve import protocol, schema
 from dlzoo.serve.errors import InferenceError
-from dlzoo.serve.models import Overrides, ServedModel, default_threads, load_repository
 from dlzoo.serve.service import EXTENSIONS, SERVER_NAME, InferenceService, off_loop_if_large
+from dlzoo.serve.sessions import Overrides, ServedModel, default_threads, load_repository
 
 LOG = logging.getLogger("dlzoo.serve")
 HEADER_LENGTH = "Inference-Header-Content-Length"

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlzoo.serve.errors import InferenceError
-from dlzoo.serve.metrics import Metrics
-from dlzoo.serve.models import ServedModel
+from dlzoo.serve.prometheus import PrometheusMetrics
+from dlzoo.serve.sessions import ServedModel
 
 
 @dataclass
@@ -31,7 +31,7 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(self, model: ServedModel, executor: Executor, metrics: Metrics):
+    def __init__(self, model: ServedModel, executor: Executor, metrics: PrometheusMetrics):
         self.model, self.executor, self.metrics = model, executor, metrics
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.in_flight = 0  # requests waiting or running

@@ -19,7 +19,7 @@ import orjson
 from dlzoo.problems import CLASSIFICATION, probabilities
 from dlzoo.serve import tensors
 from dlzoo.serve.errors import InferenceError
-from dlzoo.serve.models import ServedModel
+from dlzoo.serve.sessions import ServedModel
 
 __all__ = ["InferenceError"]
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from dlzoo.serve.batching import Batcher
 from dlzoo.serve.errors import InferenceError
-from dlzoo.serve.metrics import Metrics
-from dlzoo.serve.models import NAME_PATTERN, ServedModel
+from dlzoo.serve.prometheus import PrometheusMetrics
+from dlzoo.serve.sessions import NAME_PATTERN, ServedModel
 
 LOG = logging.getLogger("dlzoo.serve")
 SERVER_NAME = "dlzoo"
@@ -32,7 +32,7 @@ class InferenceService:
     def __init__(self, models: dict[str, ServedModel], threads: int, request_timeout_s: float):
         self.models = models
         self.request_timeout_s = request_timeout_s
-        self.metrics = Metrics()
+        self.metrics = PrometheusMetrics()
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="dlzoo-infer")
         self.batchers = {name: Batcher(model, self.executor, self.metrics) for name, model in models.items()}
 
