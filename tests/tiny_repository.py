@@ -1,15 +1,17 @@
 """A model repository of tiny models, one (or more) per family, made by the pipeline's own code.
 
 Each model is built by its family's `build` hook for a processed demo data set (the demo_data
-fixture), converted and parity-checked by the export stage's `export_model`, and laid out by the
-repository stage's `publish`: the same metadata.json, config.pbtxt, labels and vocabulary the
-pipeline writes. The weights are untrained: serving tests compare the server's answers with
-ONNX Runtime run directly on the same file, which needs the right graph, not good accuracy.
+fixture), saved by its `save` hook, converted and parity-checked by the export stage's
+`export_model`, and laid out by the repository stage's `publish`: the same metadata.json,
+config.pbtxt, labels and vocabulary the pipeline writes. The weights are untrained: serving
+tests compare the server's answers with ONNX Runtime run directly on the same file, which needs
+the right graph, not good accuracy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +56,12 @@ MODELS = {
 }
 
 
-def _trained(name: str, family: Family, config, info: DataInfo) -> Trained:
-    """An untrained model, with the summary the train stage would write (no epochs, no MLflow run)."""
+def _trained(name: str, family: Family, config, info: DataInfo, model_dir: Path) -> Trained:
+    """An untrained model saved as the train stage saves it, with the summary it would write (no epochs)."""
     assets = Assets(classes=len(info.classes or []), rng=np.random.default_rng(1))
     model = family.build(config, InputSpec.from_info(info), assets)
+    model_dir.mkdir(parents=True)
+    saved = family.save(model, model_dir)
     summary = TrainSummary(
         experiment=name,
         task=f"tiny-{family.name}",
@@ -66,18 +70,18 @@ def _trained(name: str, family: Family, config, info: DataInfo) -> Trained:
         stand_in=info.stand_in,
         epochs=0,
         parameters=family.parameter_count(model),
-        train_seconds=0.0,
-        mlflow_run_id=None,
-        test={},
+        model_file=saved.name,
     )
-    return Trained(family, model, summary)
+    return Trained(family, model, summary, hashlib.sha256(saved.read_bytes()).hexdigest())
 
 
 def build(root: Path, demo_data: Path) -> Path:
     """Exports every model of MODELS under `root` and returns the model repository in it."""
     for name, (family_name, data, config) in MODELS.items():
         data_dir = demo_data / "processed" / data
-        trained = _trained(name, models.family(family_name), config, load_info(data_dir))
+        trained = _trained(
+            name, models.family(family_name), config, load_info(data_dir), root / "models" / name
+        )
         exported = export_model(trained, data_dir, EXPORT)
         export_dir = root / "onnx" / name
         repository.write_export(export_dir, exported.onnx_bytes, exported.metadata, exported.files)

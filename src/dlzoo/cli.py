@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Any
 
 from dlzoo.config import DEFAULT_PARAMS, load_params
 from dlzoo.errors import DlzooError
+
+VERBOSE_ENV = "DLZOO_VERBOSE"  # Keras' progress output: no output depends on it, so it is no param
+TRACE_ENV = "DLZOO_TRACE_DIR"  # write what each command read there (tests/e2e/test_stage_dependencies.py)
 
 # Each command imports what it needs when it runs: `dlzoo serve` and `dlzoo train` do not pay
 # for scikit-learn's data sets, pooch and requests (about 2.5 s of start-up per stage here).
@@ -39,21 +43,19 @@ def _preprocess(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from dlzoo.train import stage
 
-    summary = stage.run(
-        args.experiment, load_params(args.params), args.data, args.out, args.history, args.pretrained
-    )
+    files = stage.Files(args.data, args.out, args.history, args.pretrained)
+    summary = stage.run(args.experiment, load_params(args.params), files, verbose=args.verbose)
     if summary is None:
         print(f"{args.experiment}: this worker's share is done; the chief (worker 0) wrote the outputs")
         return
-    scores = {split: values for split in ("test", "test_full") if (values := getattr(summary, split))}
-    print(f"{args.experiment}: {summary.epochs} epochs in {summary.train_seconds} s; {scores}")
+    print(f"{args.experiment}: {summary.epochs} epochs, {summary.parameters:,} parameters -> {args.out}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from dlzoo.evaluate import stage
 
-    files = stage.Files(args.model, args.data, args.history, args.metrics, args.plots)
-    metrics = stage.run(args.experiment, load_params(args.params), files)
+    files = stage.Files(args.export, args.data, args.history, args.metrics, args.plots)
+    metrics = stage.run(args.experiment, files)
     print(f"{args.experiment}: test {metrics.headline.metric} {metrics.headline.value:.4f}")
 
 
@@ -63,7 +65,7 @@ def _export(args: argparse.Namespace) -> None:
     metadata = stage.run(args.experiment, load_params(args.params), args.model, args.data, args.out)
     parity = metadata.parity
     print(
-        f"{args.experiment}: {metadata.onnx_bytes:,} bytes of ONNX; parity on {parity.samples} test "
+        f"{args.experiment}: {metadata.onnx_bytes:,} bytes of ONNX; parity on {parity.samples} validation "
         f"samples: max |diff| {parity.max_abs_diff:.2e} <= {parity.tolerance:g}"
     )
 
@@ -84,6 +86,14 @@ def _report(args: argparse.Namespace) -> None:
 
     names = list(load_params(args.params).experiments)
     print(stage.run(names, args.metrics, args.repository, args.plots, args.out), end="")
+
+
+def _track(args: argparse.Namespace) -> None:
+    from dlzoo.track import stage
+
+    names = list(load_params(args.params).experiments)
+    for name, outcome in stage.run(names, args.metrics, args.exports, args.plots).items():
+        print(f"{name}: {outcome}")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -274,14 +284,20 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
             "--out": _path("model directory to write"),
             "--history": _path("per-epoch history CSV to write"),
             "--pretrained": {"type": Path, "help": "raw directory of pretrained weights (transfer)"},
+            "--verbose": {
+                "type": int,
+                "choices": [0, 1, 2],
+                "default": int(os.environ.get(VERBOSE_ENV, "2")),
+                "help": f"Keras' progress: 0 none, 1 bar, 2 a line per epoch (default: ${VERBOSE_ENV} or 2)",
+            },
         },
     ),
     "evaluate": (
-        "test metrics and plots of a trained experiment",
+        "test metrics and plots of an exported experiment (ONNX Runtime)",
         _evaluate,
         {
             "experiment": EXPERIMENT,
-            "--model": _path("model directory from the train stage"),
+            "--export": _path("export directory from the export stage"),
             "--data": _path("processed data directory"),
             "--history": _path("history CSV from the train stage"),
             "--metrics": _path("metrics JSON to write"),
@@ -294,7 +310,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
         {
             "experiment": EXPERIMENT,
             "--model": _path("model directory from the train stage"),
-            "--data": _path("processed data directory (test samples)"),
+            "--data": _path("processed data directory (validation samples for the parity gate)"),
             "--out": _path("export directory to write"),
         },
     ),
@@ -317,6 +333,15 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
             "--out": _path("markdown file to write"),
         },
     ),
+    "track": (
+        "add each experiment's evaluation and ONNX model to its training's MLflow run",
+        _track,
+        {
+            "--metrics": _path("directory of metrics JSON files"),
+            "--exports": _path("directory of export directories"),
+            "--plots": _path("directory of per-experiment plots"),
+        },
+    ),
     "serve": ("serve the model repository over the Open Inference Protocol", _serve, SERVE_ARGUMENTS),
 }
 
@@ -328,7 +353,29 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DlzooError) as error:
         print(f"dlzoo {args.command}: error: {error}", file=sys.stderr)
         return 2
+    if os.environ.get(TRACE_ENV):
+        _write_trace(Path(os.environ[TRACE_ENV]), sys.argv[1:] if argv is None else argv)
     return 0
+
+
+def _write_trace(directory: Path, argv: list[str]) -> None:
+    """What this stage read: the params keys and the dlzoo source files (what dvc.yaml must declare)."""
+    import json
+    import tempfile
+
+    from dlzoo.config.base import keys_read
+
+    source_root = Path(__file__).resolve().parents[1]  # src/
+    modules = sorted(
+        str(Path(module.__file__).resolve().relative_to(source_root.parent))
+        for name, module in list(sys.modules.items())
+        if (name == "dlzoo" or name.startswith("dlzoo.")) and getattr(module, "__file__", None)
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, _path_written = tempfile.mkstemp(dir=directory, prefix="trace-", suffix=".json")
+    with os.fdopen(handle, "w") as stream:
+        trace = {"argv": argv, "params": sorted(keys_read()), "modules": modules}
+        json.dump(trace | {"tensorflow": "tensorflow" in sys.modules}, stream, indent=1)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Problem = Literal["binary", "multiclass", "regression", "reconstruction"]
 DataProblem = Literal["binary", "multiclass", "regression"]  # what the labels pose
 Profile = Literal["demo", "full"]
 Number = int | float
+SOURCE_FILE = "source.json"  # data/raw/<set>/: where every raw byte came from
 SUMMARY_FILE = "summary.json"  # in a model directory, beside the model
 
 
@@ -140,10 +141,7 @@ class TrainSummary(Record):
     stand_in: bool
     epochs: int
     parameters: int
-    train_seconds: float
-    mlflow_run_id: str | None  # None: trained outside a tracked run (test fixtures)
-    test: dict[str, float]  # the family's own scores (Keras' evaluate, or the NumPy MLP's)
-    test_full: dict[str, float] | None = None  # the whole test set, where a subset trains (demo)
+    model_file: str  # beside this summary: model.keras, or model.npz for the NumPy MLP
 
 
 # ---- metrics/<experiment>.json --------------------------------------------------------------
@@ -256,4 +254,4 @@ class ExportMetadata(Record):
     parity: Parity
     onnxruntime_version: str
     parameters: int
-    mlflow_run_id: str | None
+    source_sha256: str  # the trained model file converted: finds its MLflow run (tags)

@@ -48,6 +48,43 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
             archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_ZIP_TIME), buffer.getvalue())
 
 
+def normalise_keras_archive(path: Path) -> None:
+    """Rewrites a `.keras` file without its save time (metadata.json and zip entry times).
+
+    Keras stamps both on every save, and numbers objects shared between layers by their memory
+    address (`shared_object_id` in config.json), so the same weights would give new bytes and DVC
+    would rerun everything downstream of a retrained model. The ids are renumbered in order of
+    appearance (they only pair references up); Keras reads only `keras_version` from metadata.json.
+    """
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    temporary = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, payload in entries:
+            if name == "metadata.json":
+                metadata = json.loads(payload)
+                metadata.pop("date_saved", None)
+                payload = json.dumps(metadata, sort_keys=True).encode()
+            elif name == "config.json":
+                payload = json.dumps(_renumber_shared_objects(json.loads(payload), {})).encode()
+            archive.writestr(zipfile.ZipInfo(name, date_time=_FIXED_ZIP_TIME), payload)
+    os.replace(temporary, path)
+
+
+def _renumber_shared_objects(node: Any, numbers: dict[int, int]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: numbers.setdefault(value, len(numbers))
+            if key == "shared_object_id" and isinstance(value, int)
+            else _renumber_shared_objects(value, numbers)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared_objects(item, numbers) for item in node]
+    return node
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}

@@ -35,7 +35,7 @@ def project(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return root
 
 
-DATA_STAGES = ["download", "generate", "preprocess"]
+DATA_STAGES = ["download", "no_weights", "generate", "preprocess"]
 
 
 def test_repro_builds_every_data_set_offline_then_does_nothing(project: Path):
@@ -43,6 +43,8 @@ def test_repro_builds_every_data_set_offline_then_does_nothing(project: Path):
     assert "Running stage 'preprocess@imdb'" in output
     for name in ("moons", "blobs", "sine", "mnist", "cifar10", "cats_dogs", "imdb"):
         assert (project / "data" / "processed" / name / "info.json").is_file(), name
+    for name in ("mnist", "cifar10", "imdb", "mobilenet_v2", "none"):
+        assert (project / "data" / "raw" / name / "source.json").is_file(), name
     lock = (project / "dvc.lock").read_text()
 
     again = run(["dvc", "repro", *DATA_STAGES], project)
@@ -88,8 +90,11 @@ def test_train_stages_log_to_the_root_store_and_rerun_only_what_changed(project:
 
 @pytest.mark.slow
 def test_the_whole_demo_pipeline_runs_and_every_experiment_is_tracked(project: Path):
+    import hashlib
+
     from mlflow.tracking import MlflowClient
 
+    from dlzoo import track
     from dlzoo.records import SUMMARY_FILE, TrainSummary
 
     run(["dvc", "repro"], project)
@@ -98,5 +103,11 @@ def test_the_whole_demo_pipeline_runs_and_every_experiment_is_tracked(project: P
     for name in params["experiments"]:
         summary = TrainSummary.read(project / "models" / name / SUMMARY_FILE)
         assert summary.experiment == name and summary.profile == "demo"
-        assert client.get_run(summary.mlflow_run_id).info.status == "FINISHED", name
+        digest = hashlib.sha256((project / "models" / name / summary.model_file).read_bytes()).hexdigest()
+        experiment = client.get_experiment_by_name(summary.task)
+        tags = f"tags.`{track.EXPERIMENT_TAG}` = '{name}' and tags.`{track.MODEL_SHA256_TAG}` = '{digest}'"
+        (trained,) = client.search_runs([experiment.experiment_id], tags)  # one run per model file
+        assert trained.info.status == "FINISHED", name
+        assert any(metric.startswith("test_") for metric in trained.data.metrics), name  # the track stage
+        assert client.search_model_versions(f"name = 'dlzoo-{name}'"), name
     assert "Running stage" not in run(["dvc", "repro"], project)

@@ -21,7 +21,7 @@ import pytest
 
 from dlzoo.config import load_params
 from dlzoo.config.data import DataConfig
-from dlzoo.data.download import SOURCE_FILE, download
+from dlzoo.data.download import download
 from dlzoo.data.sources import (
     CACHE_ENV,
     CHECKSUMS_FILE,
@@ -35,6 +35,7 @@ from dlzoo.data.sources import (
     fetch,
     resolve_mirror,
 )
+from dlzoo.records import SOURCE_FILE
 
 pytestmark = pytest.mark.integration
 
@@ -613,3 +614,14 @@ def test_download_stage_failure_keeps_the_previous_output(tmp_path, stage_env):
     assert entries(out_dir) == ["previous.txt"]
     assert (out_dir / "previous.txt").read_text(encoding="utf-8") == "kept"
     assert entries(out_dir.parent) == ["mnist"]
+
+
+def test_no_weights_is_a_record_only_and_reads_no_mirror_or_network(tmp_path, stage_env):
+    out_dir = tmp_path / "raw" / "none"
+
+    record = download("none", full_config(tmp_path / "mirror-that-does-not-exist"), out_dir)
+
+    assert entries(out_dir) == [SOURCE_FILE]
+    assert json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8")) == record
+    assert record["weights"] == "random" and record["files"] == {} and record["stand_in"] is False
+    assert not stage_env.exists()

@@ -77,8 +77,12 @@ def test_the_train_stage_runs_multi_worker_and_only_the_chief_writes_and_logs(
     project_root, demo_data, tmp_path
 ):
     """`dlzoo train` on two workers, as the README shows: worker 0 writes the outputs and the run."""
+    import hashlib
+
     import yaml
     from mlflow.tracking import MlflowClient
+
+    from dlzoo import track
 
     params = yaml.safe_load((project_root / "params.yaml").read_text())
     params["train"]["distribute"] = "multi_worker"
@@ -101,7 +105,9 @@ def test_the_train_stage_runs_multi_worker_and_only_the_chief_writes_and_logs(
     assert summary.epochs == 3
     assert (tmp_path / "worker-0" / "model" / "model.keras").is_file()
     assert not (tmp_path / "worker-1").exists()  # the other worker leaves nothing behind
-    run = MlflowClient(tracking_uri=store).get_run(summary.mlflow_run_id)
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("blobs")
+    (run,) = client.search_runs([experiment.experiment_id])  # one run, the chief's
     assert run.data.params["distribute"] == "multi_worker" and run.info.status == "FINISHED"
-    experiment = MlflowClient(tracking_uri=store).get_experiment_by_name("blobs")
-    assert len(MlflowClient(tracking_uri=store).search_runs([experiment.experiment_id])) == 1
+    model = (tmp_path / "worker-0" / "model" / "model.keras").read_bytes()
+    assert run.data.tags[track.MODEL_SHA256_TAG] == hashlib.sha256(model).hexdigest()

@@ -2,11 +2,12 @@
 
 The test writes a throwaway family (a 1-D CNN over IMDB token ids) into a temporary directory,
 registers it, adds an experiment for it to a copy of params.yaml, and runs the real train,
-evaluate and export stages on the demo data, with no source file of dlzoo touched.
+export, evaluate and track stages on the demo data, with no source file of dlzoo touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import sys
 from pathlib import Path
@@ -17,11 +18,11 @@ from mlflow.tracking import MlflowClient
 
 import dlzoo.evaluate.stage
 import dlzoo.export.stage
+import dlzoo.track.stage
 import dlzoo.train.stage
-from dlzoo import models
+from dlzoo import models, track
 from dlzoo.config import load_params
 from dlzoo.config.experiments import FAMILY_CONFIGS
-from dlzoo.evaluate.stage import Files
 from dlzoo.records import SUMMARY_FILE, ExportMetadata, Metrics, TrainSummary
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ import keras
 from keras import layers
 
 from dlzoo.models.common import model_input, output_layer
-from dlzoo.models.family import KerasFamily
+from dlzoo.models.keras_family import KerasFamily
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ EXPERIMENT = {
     "task": "imdb-sentiment",
     "data": "imdb/vocab_10000",
     "family": "conv1d",
+    "pretrained": "none",
     "model": {
         "embedding_dim": 8,
         "filters": 8,
@@ -97,30 +99,45 @@ def conv1d_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     sys.modules.pop("conv1d_family")
 
 
-def test_a_family_in_its_own_module_trains_evaluates_and_exports(
+def test_a_family_in_its_own_module_trains_exports_evaluates_and_is_tracked(
     project_root, demo_data, tmp_path, store, conv1d_family
 ):
+    name = "imdb_conv1d"
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
-    raw["experiments"] = {"imdb_conv1d": EXPERIMENT}
+    raw["experiments"] = {name: EXPERIMENT}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(params_file)
     data = demo_data / "processed" / EXPERIMENT["data"]
-    model_dir, history = tmp_path / "models" / "imdb_conv1d", tmp_path / "history.csv"
+    model_dir, history = tmp_path / "models" / name, tmp_path / "history.csv"
+    export_dir, metrics_dir, plots_dir = tmp_path / "onnx", tmp_path / "metrics", tmp_path / "plots"
 
-    summary = dlzoo.train.stage.run("imdb_conv1d", params, data, model_dir, history, None)
-    files = Files(model_dir, data, history, tmp_path / "metrics.json", tmp_path / "plots")
-    metrics = dlzoo.evaluate.stage.run("imdb_conv1d", params, files)
-    metadata = dlzoo.export.stage.run("imdb_conv1d", params, model_dir, data, tmp_path / "onnx")
+    train_files = dlzoo.train.stage.Files(data, model_dir, history, pretrained_dir=None)
+    summary = dlzoo.train.stage.run(name, params, train_files, verbose=0)
+    metadata = dlzoo.export.stage.run(name, params, model_dir, data, export_dir / name)
+    files = dlzoo.evaluate.stage.Files(
+        export_dir / name, data, history, metrics_dir / f"{name}.json", plots_dir / name
+    )
+    metrics = dlzoo.evaluate.stage.run(name, files)
+    outcomes = dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir)
 
     assert summary == TrainSummary.read(model_dir / SUMMARY_FILE)
     assert summary.family == "conv1d" and summary.epochs == 2
-    assert metrics.problem == "binary" and 0.0 <= metrics.headline.value <= 1.0
-    assert Metrics.read(tmp_path / "metrics.json") == metrics
-    assert (tmp_path / "plots" / "test_confusion.png").is_file()
-    assert metadata == ExportMetadata.read(tmp_path / "onnx" / "metadata.json")
+    assert metadata == ExportMetadata.read(export_dir / name / "metadata.json")
     assert metadata.family == "conv1d" and metadata.inputs[0].datatype == "INT32"
     assert metadata.parity.max_abs_diff <= metadata.parity.tolerance
-    assert (tmp_path / "onnx" / "model.onnx").is_file()
-    run = MlflowClient(store).get_run(summary.mlflow_run_id)
-    assert run.data.params["family"] == "conv1d" and "eval_test_accuracy" in run.data.metrics
+    assert metadata.source_sha256 == hashlib.sha256((model_dir / summary.model_file).read_bytes()).hexdigest()
+    assert (export_dir / name / "model.onnx").is_file()
+    assert metrics.problem == "binary" and 0.0 <= metrics.headline.value <= 1.0
+    assert Metrics.read(metrics_dir / f"{name}.json") == metrics
+    assert (plots_dir / name / "test_confusion.png").is_file()
+    assert outcomes == {name: "logged"}
+    client = MlflowClient(store)
+    run = client.get_run(track.training_run_id(summary.task, name, metadata.source_sha256))
+    assert run.data.params["family"] == "conv1d" and run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == metrics.test.accuracy
+    assert run.data.metrics["onnx_parity_max_abs_diff"] == metadata.parity.max_abs_diff
+    # A second track run finds its results in the run: no new model version is registered.
+    assert dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir) == {name: "unchanged"}
+    (version,) = client.search_model_versions(f"name = 'dlzoo-{name}'")
+    assert version.run_id == run.info.run_id

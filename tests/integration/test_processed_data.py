@@ -10,7 +10,7 @@ import pytest
 
 from dlzoo.data.splits import INFO_FILE, load_info, load_split
 from dlzoo.data.text import Vocabulary
-from dlzoo.records import CorpusInfo
+from dlzoo.records import SOURCE_FILE, CorpusInfo
 from dlzoo.store import load_json
 
 pytestmark = pytest.mark.integration
@@ -73,8 +73,12 @@ def test_stand_ins_are_labelled_as_stand_ins(demo_data: Path):
     corpus = CorpusInfo.read(demo_data / "processed" / "imdb" / INFO_FILE)
     assert corpus.stand_in is True and "not" in corpus.source["description"]
     assert corpus.variants == ["vocab_10000", "vocab_20000"]
-    weights = load_json(demo_data / "raw" / "mobilenet_v2" / "source.json")
+    weights = load_json(demo_data / "raw" / "mobilenet_v2" / SOURCE_FILE)
     assert weights["weights"] == "random" and weights["files"] == {}
+    # `pretrained: none`: a record and nothing else, whatever the profile.
+    assert sorted(path.name for path in (demo_data / "raw" / "none").iterdir()) == [SOURCE_FILE]
+    none = load_json(demo_data / "raw" / "none" / SOURCE_FILE)
+    assert none["dataset"] == "none" and none["weights"] == "random" and none["files"] == {}
 
 
 def test_cats_dogs_follow_the_course_split_without_leakage(demo_data: Path):
@@ -93,13 +97,20 @@ def test_cats_dogs_follow_the_course_split_without_leakage(demo_data: Path):
 
 def test_imdb_vocabulary_comes_from_the_training_part(demo_data: Path):
     data_dir = demo_data / "processed" / "imdb"
-    vocabulary = Vocabulary.load(data_dir / "vocabulary.json")
+    assert not (data_dir / "vocabulary.json").exists()  # each variant holds its own
+    large_words = Vocabulary.load(data_dir / "vocab_20000" / "vocabulary.json")
     x_train, _ = load_split(data_dir / "vocab_20000", "train")
-    assert x_train.max() == len(vocabulary) + 2  # every word id is used in training
+    assert x_train.max() == len(large_words) + 2  # every word id is used in training
     # The 10k variant is the 20k one with ranks >= 10000 mapped to the OOV id.
     small, _ = load_split(data_dir / "vocab_10000", "test")
     large, _ = load_split(data_dir / "vocab_20000", "test")
     np.testing.assert_array_equal(small, np.where(large < 10000, large, 2))
+    # ... and its vocabulary is the words it can encode: the first ranks of the 20k one.
+    small_words = Vocabulary.load(data_dir / "vocab_10000" / "vocabulary.json")
+    assert len(small_words) == min(len(large_words), 10000 - 3)
+    assert small_words.words == large_words.words[: len(small_words)]
+    for variant in ("vocab_10000", "vocab_20000"):
+        assert load_info(data_dir / variant).input.vocabulary == "vocabulary.json"
 
 
 def test_sine_is_chronological_and_windows_are_consistent(demo_data: Path):

@@ -24,11 +24,11 @@ def parsed(entry: Path) -> model_config_pb2.ModelConfig:
 
 
 def onnx_tensors(values) -> list[tuple[str, str, list]]:
-    """(name, Triton type, dims without the batch) of graph inputs or outputs; the batch is symbolic."""
+    """(name, Triton type, dims without the batch) of graph inputs or outputs; the batch is dynamic."""
     described = []
     for value in values:
         shape = value.type.tensor_type.shape.dim
-        assert shape[0].dim_param and not shape[0].dim_value  # a dynamic batch dimension
+        assert not shape[0].HasField("dim_value")  # a dynamic batch dimension (unnamed or symbolic)
         dims = [dim.dim_value for dim in shape[1:]]
         described.append((value.name, ONNX_TYPES[value.type.tensor_type.elem_type], dims))
     return described

@@ -7,12 +7,11 @@ import warnings
 
 import keras
 import pytest
-from mlflow.tracking import MlflowClient
 
 import dlzoo.export.stage
 from dlzoo import runtime
 from dlzoo.records import ExportMetadata
-from tests.integration.test_train_stage import params_with_epochs, run_stage
+from tests.integration.test_train_stage import model_sha256, params_with_epochs, run_stage, training_run
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,7 @@ def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance
         "mixed_float16"
     }
     assert model.get_layer("outputs").dtype_policy.name == "float32"
-    run = MlflowClient().get_run(summary.mlflow_run_id)
+    run = training_run(tmp_path, summary, store)
     assert run.data.params["mixed_precision"] == "true" and run.data.params["jit_compile"] == "true"
     assert run.data.params["distribute"] == "mirrored" and run.data.params["replicas"] == "1"
 
@@ -63,6 +62,7 @@ def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance
     assert metadata.parity.max_abs_diff <= metadata.parity.tolerance
     written = ExportMetadata.read(out / "metadata.json")
     assert written == metadata
+    assert written.source_sha256 == model_sha256(tmp_path, summary)  # what finds the training run
     assert written.inputs[0].datatype in ("FP32", "INT32")
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dlzoo.config import Params, load_params
-from dlzoo.config.base import build
+from dlzoo.config.base import build, forget_reads, keys_read, replace
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -197,3 +197,29 @@ def test_empty_vocabulary_list_is_rejected(raw_params):
         ValueError, match=r"data\.imdb\.vocab_sizes: \[\] must be distinct and each at least 4"
     ):
         build_with(raw_params, "data.imdb.vocab_sizes", [])
+
+
+def test_pretrained_names_weights_the_family_accepts(raw_params):
+    with pytest.raises(
+        ValueError, match=r"experiments\.moons_mlp\.pretrained: 'mobilenet_v2': the mlp family accepts none$"
+    ):
+        build_with(raw_params, "experiments.moons_mlp.pretrained", "mobilenet_v2")
+    params = build_with(raw_params, "experiments.cats_dogs_scratch.pretrained", "mobilenet_v2")
+    assert params.experiments["cats_dogs_scratch"].pretrained == "mobilenet_v2"
+
+
+def test_a_stage_records_the_keys_it_reads_not_those_building_read():
+    params = load_params(PROJECT / "params.yaml")
+    assert keys_read() == set()  # building read every key; load_params forgot it
+    experiment = params.experiment("blobs_mlp")  # one looked up by name: the names are not read
+    assert experiment.training.batch_size > 0 and params.data.seed >= 0
+    assert {"experiments.blobs_mlp.training.batch_size", "data.seed"} <= keys_read()
+    assert "experiments" not in keys_read()
+    copy = replace(experiment.training, epochs=1)  # a copy keeps recording under the same key
+    forget_reads()
+    assert copy.epochs == 1 and params.experiment("blobs_mlp").model.activation == "relu"
+    assert keys_read() == {"experiments.blobs_mlp.training.epochs", "experiments.blobs_mlp.model.activation"}
+    assert "blobs_mlp" in list(params.experiments)
+    assert "experiments" in keys_read()  # every name listed: what the stage read is the whole mapping
+    forget_reads()
+    assert keys_read() == set()

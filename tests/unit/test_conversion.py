@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlzoo import models
+from dlzoo import models, onnx_model
 from dlzoo.config.experiments import RnnConfig
-from dlzoo.export import conversion
-from dlzoo.models.scratch import onnx_graph
-from dlzoo.models.scratch.numpy_mlp import NumpyMLP
+from dlzoo.export import conversion, parity
+from dlzoo.models.scratch_mlp import onnx_graph
+from dlzoo.models.scratch_mlp.numpy_mlp import NumpyMLP
 from dlzoo.train import loop
 from dlzoo.train.shared import FitSettings
 from tests.unit.test_models import TEXT, TINY, plain_training, tiny_data
@@ -34,6 +34,11 @@ def trained(family: str, config=None, spec=None):
     return model, spec, x
 
 
+def session(proto):
+    """ONNX Runtime on a converted graph, as the export stage opens it (from the serialised bytes)."""
+    return onnx_model.session(proto.SerializeToString())
+
+
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_recurrent_models_export_from_a_clone_without_cudnn(cell: str):
     config = RnnConfig(cell, 4, "tanh", 0.0, 0.0, 8, True, (4,), "relu", 1, "sigmoid")
@@ -44,7 +49,7 @@ def test_recurrent_models_export_from_a_clone_without_cudnn(cell: str):
     )
     np.testing.assert_array_equal(clone.predict(x, verbose=0), model.predict(x, verbose=0))
     proto = conversion.keras_to_onnx(model, spec)
-    conversion.check_parity(conversion.session(proto), model.predict(x, verbose=0), x, 1e-5, classify=True)
+    parity.check_parity(session(proto), model.predict(x, verbose=0), x, 1e-5, classify=True)
 
 
 def test_a_broken_export_fails_the_parity_gate_with_the_numbers():
@@ -53,21 +58,19 @@ def test_a_broken_export_fails_the_parity_gate_with_the_numbers():
     other.set_weights([w + 0.05 for w in model.get_weights()])
     proto = conversion.keras_to_onnx(other, spec)
     with pytest.raises(
-        conversion.ParityError,
+        parity.ParityError,
         match=r"max \|difference\| .* \(tolerance 0\.0001\), \d+ predicted classes differ",
     ):
-        conversion.check_parity(
-            conversion.session(proto), model.predict(x, verbose=0), x.astype(np.float32), 1e-4, classify=True
+        parity.check_parity(
+            session(proto), model.predict(x, verbose=0), x.astype(np.float32), 1e-4, classify=True
         )
 
 
 def test_a_wrong_input_signature_is_caught(tmp_path):
     model, spec, x = trained("mlp")
     proto = conversion.keras_to_onnx(model, spec)
-    with pytest.raises(conversion.ParityError, match="output shape"):
-        conversion.check_parity(
-            conversion.session(proto), np.zeros((len(x), 5), np.float32), x, 1e-4, classify=True
-        )
+    with pytest.raises(parity.ParityError, match="output shape"):
+        parity.check_parity(session(proto), np.zeros((len(x), 5), np.float32), x, 1e-4, classify=True)
 
 
 @pytest.mark.parametrize(
@@ -78,15 +81,15 @@ def test_the_numpy_mlp_exports_through_onnx_helper_and_matches_numpy(sizes, acti
     mlp = NumpyMLP.initialise(sizes, activation, rng)
     mlp.biases = [rng.normal(size=b.shape) for b in mlp.biases]
     x = rng.normal(size=(50, sizes[0]))
-    proto = onnx_graph.to_onnx(mlp, conversion.OPSET, conversion.INPUT_NAME, conversion.OUTPUT_NAME)
-    parity = conversion.check_parity(
-        conversion.session(proto), mlp.predict_proba(x), x.astype(np.float32), 1e-5, classify=True
+    proto = onnx_graph.to_onnx(mlp, conversion.OPSET, onnx_model.INPUT_NAME, onnx_model.OUTPUT_NAME)
+    checked = parity.check_parity(
+        session(proto), mlp.predict_proba(x), x.astype(np.float32), 1e-5, classify=True
     )
-    assert parity.samples == 50
+    assert checked.samples == 50
 
 
 def test_a_saved_transformer_loads_in_a_fresh_process(tmp_path):
-    """The evaluate and export stages load .keras files in new processes: custom layers must register."""
+    """The export stage loads .keras files in a new process: custom layers must register."""
     import subprocess
     import sys
 

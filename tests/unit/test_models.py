@@ -23,7 +23,6 @@ from dlzoo.config.experiments import (
     TransformerConfig,
 )
 from dlzoo.inputs import InputSpec
-from dlzoo.models import FAMILIES
 from dlzoo.models.transfer import BASE_NAME
 from dlzoo.train import loop
 from dlzoo.train.shared import FitSettings
@@ -39,7 +38,7 @@ TINY = {
     "mlp": (MlpConfig((8, 4), "relu", 0.1, 0.0, 0.001, True, 3, "softmax"), VECTOR),
     "cnn": (CnnConfig((4, 8), (True, False), 3, 2, "relu", (8,), 0.0, 3, "softmax"), IMAGE),
     "rnn": (RnnConfig("gru", 4, "tanh", 0.0, 0.0, 8, False, (4,), "relu", 1, "sigmoid"), TEXT),
-    "transfer": (TransferConfig(32, "none", 0.2, 2, "softmax"), IMAGE),
+    "transfer": (TransferConfig(32, 32, 0.2, 2, "softmax"), IMAGE),
     "autoencoder": (AutoencoderConfig((16, 4), (16,), "relu", "sigmoid"), DIGITS),
     "transformer": (TransformerConfig(8, 2, 16, 0.1, 0.1, 1, "sigmoid"), TEXT),
 }
@@ -67,12 +66,15 @@ def tiny_data(spec: InputSpec, outputs: int, rng: np.random.Generator, count: in
 
 
 def test_every_family_has_a_config_and_a_builder():
-    assert set(FAMILY_CONFIGS) == set(FAMILIES)
-    assert set(SMOKE) == set(FAMILIES)
+    assert set(FAMILY_CONFIGS) == set(models.names())
+    assert set(SMOKE) == set(models.names())
 
 
 def test_unknown_family_and_cell_name_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown model family 'resnet'; valid: mlp, cnn, rnn"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model family 'resnet'; valid: autoencoder, cnn, mlp, rnn, scratch_mlp, transfer",
+    ):
         models.family("resnet")
     config = dataclasses.replace(TINY["rnn"][0], cell="transformer_xl")
     with pytest.raises(
@@ -122,7 +124,7 @@ def test_transfer_phase_one_freezes_the_base_and_phase_two_changes_only_unfrozen
     weights_file = tmp_path / "base.weights.h5"
     source.save_weights(weights_file)
     model = models.family("transfer").builder(
-        TransferConfig(32, "imagenet", 0.2, 2, "softmax"), IMAGE, weights_file=weights_file
+        TransferConfig(32, 32, 0.2, 2, "softmax"), IMAGE, weights_file=weights_file
     )
     before = _weights_by_layer(model)
     x, y = tiny_data(IMAGE, 2, np.random.default_rng(2), count=32)

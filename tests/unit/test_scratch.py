@@ -11,8 +11,8 @@ import pytest
 from sklearn.datasets import make_blobs, make_moons
 from sklearn.model_selection import train_test_split
 
-from dlzoo.models.scratch.neuron import ACTIVATIONS, neuron, sigmoid, softmax
-from dlzoo.models.scratch.numpy_mlp import NumpyMLP, Schedule, fit
+from dlzoo.models.scratch_mlp.neuron import ACTIVATIONS, neuron, sigmoid, softmax
+from dlzoo.models.scratch_mlp.numpy_mlp import NumpyMLP, Schedule, fit
 
 COURSE_WEIGHTS = np.array([0.6, 0.3, 0.1])
 COURSE_BIAS = -0.5

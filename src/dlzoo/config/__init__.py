@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from dlzoo.config.base import build
+from dlzoo.config.base import Recorded, build, forget_reads
 from dlzoo.config.data import DataConfig
 from dlzoo.config.experiments import ExperimentConfig, ExportSettings, ServingSettings, TrainSettings
 
@@ -16,7 +16,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(Recorded):
     data: DataConfig
     train: TrainSettings
     export: ExportSettings
@@ -41,4 +41,6 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
         raise ValueError(f"params file {path} not found; run from the repository root or pass --params")
     with path.open(encoding="utf-8") as stream:
         raw = yaml.safe_load(stream)
-    return build(Params, raw, path="")
+    params = build(Params, raw, path="")
+    forget_reads()  # building read every key; from here on, reads are what the stage uses
+    return params

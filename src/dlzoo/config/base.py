@@ -2,6 +2,9 @@
 
 Every key is required (params.yaml is the single source of every number), unknown keys are
 rejected, and each mistake raises a ValueError naming the full key path and what is allowed.
+
+Built configs remember their key path and record every value a stage reads from them
+(`keys_read`): that is what a DVC stage must declare under `params`, and a test compares the two.
 """
 
 from __future__ import annotations
@@ -23,6 +26,68 @@ def bounded(
     """A required field with numeric bounds, checked when the config is built."""
     limits = {"gt": gt, "ge": ge, "lt": lt, "le": le}
     return field(metadata={"bounds": {k: v for k, v in limits.items() if v is not None}})
+
+
+_READ: set[str] = set()  # key paths read since the last `forget_reads` (see Recorded)
+
+
+class Recorded:
+    """Base of every config dataclass: remembers its key path and records each field read.
+
+    A field holding a nested config records nothing itself (its own fields do); a mapping of
+    configs (`experiments`) records its path when its keys are listed, since the names are then
+    what the stage read.
+    """
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if not name.startswith("_") and name in object.__getattribute__(self, "__dataclass_fields__"):
+            path = object.__getattribute__(self, "__dict__").get("_path")
+            if path is not None and not isinstance(value, Recorded | RecordedMapping):
+                _READ.add(_join(path, name))
+        return value
+
+
+class RecordedMapping(dict):
+    """A mapping of configs by name whose listing counts as a read of the key itself."""
+
+    def __init__(self, items: dict, path: str) -> None:
+        super().__init__(items)
+        self._path = path
+
+    def __iter__(self):
+        _READ.add(self._path)
+        return super().__iter__()
+
+    def keys(self):
+        _READ.add(self._path)
+        return super().keys()
+
+    def items(self):
+        _READ.add(self._path)
+        return super().items()
+
+    def values(self):
+        _READ.add(self._path)
+        return super().values()
+
+
+def keys_read() -> set[str]:
+    """The key paths read from built configs since the last `forget_reads()`."""
+    return set(_READ)
+
+
+def forget_reads() -> None:
+    _READ.clear()
+
+
+def replace(config: Any, **changes: Any) -> Any:
+    """dataclasses.replace that keeps the key path, so reads of the copy are still recorded."""
+    copy = dataclasses.replace(config, **changes)
+    path = object.__getattribute__(config, "__dict__").get("_path")
+    if path is not None:
+        object.__setattr__(copy, "_path", path)
+    return copy
 
 
 def build(cls: type, raw: Any, path: str) -> Any:
@@ -52,6 +117,8 @@ def build(cls: type, raw: Any, path: str) -> Any:
     # Checks that involve several fields live on the class as `problems()`: {field: message}.
     for name, message in getattr(config, "problems", dict)().items():
         raise ValueError(f"{_join(path, name)}: {message}")
+    if isinstance(config, Recorded):
+        object.__setattr__(config, "_path", path)
     return config
 
 
@@ -73,7 +140,8 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
         (_key_kind, value_kind) = typing.get_args(kind)
         if not isinstance(value, dict) or not value:
             raise ValueError(f"{key}: expected a non-empty mapping, got {value!r}")
-        return {name: _convert(value_kind, item, _join(key, str(name))) for name, item in value.items()}
+        converted = {name: _convert(value_kind, item, _join(key, str(name))) for name, item in value.items()}
+        return RecordedMapping(converted, key) if dataclasses.is_dataclass(value_kind) else converted
     if origin in (typing.Union, types.UnionType):
         # Only optional blocks are unions here: `null` switches the block off.
         if value is None and type(None) in typing.get_args(kind):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dlzoo.config.base import bounded
+from dlzoo.config.base import Recorded, bounded
 
 
 @dataclass(frozen=True)
-class MoonsConfig:
+class MoonsConfig(Recorded):
     samples: int = bounded(ge=10)
     noise: float = bounded(ge=0)
     test_fraction: float = bounded(gt=0, lt=1)
@@ -17,7 +17,7 @@ class MoonsConfig:
 
 
 @dataclass(frozen=True)
-class BlobsConfig:
+class BlobsConfig(Recorded):
     samples: int = bounded(ge=10)
     centers: int = bounded(ge=2)
     cluster_std: float = bounded(gt=0)
@@ -26,7 +26,7 @@ class BlobsConfig:
 
 
 @dataclass(frozen=True)
-class SineConfig:
+class SineConfig(Recorded):
     steps: int = bounded(ge=50)
     period: float = bounded(gt=0)
     noise_std: float = bounded(ge=0)
@@ -36,12 +36,12 @@ class SineConfig:
 
 
 @dataclass(frozen=True)
-class ImageSplitConfig:
+class ImageSplitConfig(Recorded):
     val_fraction: float = bounded(ge=0, lt=1)
 
 
 @dataclass(frozen=True)
-class CatsDogsConfig:
+class CatsDogsConfig(Recorded):
     cat_class: int = bounded(ge=0, le=9)
     dog_class: int = bounded(ge=0, le=9)
     train_per_class: int = bounded(ge=1)
@@ -55,7 +55,7 @@ class CatsDogsConfig:
 
 
 @dataclass(frozen=True)
-class ImdbConfig:
+class ImdbConfig(Recorded):
     vocab_sizes: tuple[int, ...]
     max_length: int = bounded(ge=1)
     val_fraction: float = bounded(ge=0, lt=1)
@@ -74,7 +74,7 @@ class ImdbConfig:
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(Recorded):
     """Sizes of the offline stand-ins used by the demo profile."""
 
     cifar10_train_per_class: int = bounded(ge=1)
@@ -83,7 +83,7 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Recorded):
     profile: Literal["demo", "full"]
     mirror: str
     seed: int = bounded(ge=0)

@@ -11,14 +11,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from dlzoo.config.base import bounded
+from dlzoo.config.base import Recorded, bounded
 
 Activation = Literal["relu", "tanh", "sigmoid", "linear"]
 OutputActivation = Literal["sigmoid", "softmax", "linear"]
 
 
 @dataclass(frozen=True)
-class MlpConfig:
+class MlpConfig(Recorded):
     hidden_units: tuple[int, ...]
     activation: Activation
     dropout: float = bounded(ge=0, lt=1)
@@ -30,7 +30,7 @@ class MlpConfig:
 
 
 @dataclass(frozen=True)
-class CnnConfig:
+class CnnConfig(Recorded):
     conv_filters: tuple[int, ...]
     pool_after: tuple[bool, ...]
     kernel_size: int = bounded(ge=1)
@@ -48,7 +48,7 @@ class CnnConfig:
 
 
 @dataclass(frozen=True)
-class RnnConfig:
+class RnnConfig(Recorded):
     cell: Literal["simple_rnn", "lstm", "gru"]
     units: int = bounded(ge=1)
     activation: Activation
@@ -63,18 +63,19 @@ class RnnConfig:
 
 
 @dataclass(frozen=True)
-class TransferConfig:
+class TransferConfig(Recorded):
     fine_tunes: ClassVar[bool] = True  # accepts training.fine_tune: a second, unfrozen phase
+    starts_from: ClassVar[tuple[str, ...]] = ("mobilenet_v2",)  # accepted `pretrained` weights
 
     image_size: int = bounded(ge=32)
-    weights: Literal["imagenet", "none"]
+    demo_image_size: int = bounded(ge=32)  # the demo profile's smoke run
     dropout: float = bounded(ge=0, lt=1)
     output_units: int = bounded(ge=1)
     output_activation: OutputActivation
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(Recorded):
     encoder_units: tuple[int, ...]
     decoder_units: tuple[int, ...]
     activation: Activation
@@ -87,7 +88,7 @@ class AutoencoderConfig:
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(Recorded):
     embed_dim: int = bounded(ge=1)
     num_heads: int = bounded(ge=1)
     ff_dim: int = bounded(ge=1)
@@ -98,7 +99,7 @@ class TransformerConfig:
 
 
 @dataclass(frozen=True)
-class ScratchMlpConfig:
+class ScratchMlpConfig(Recorded):
     hidden_units: tuple[int, ...]
     activation: Literal["relu", "tanh", "sigmoid"]
 
@@ -115,14 +116,14 @@ FAMILY_CONFIGS: dict[str, type] = {
 
 
 @dataclass(frozen=True)
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Recorded):
     monitor: str
     patience: int = bounded(ge=0)
     restore_best_weights: bool
 
 
 @dataclass(frozen=True)
-class ReduceLrConfig:
+class ReduceLrConfig(Recorded):
     monitor: str
     factor: float = bounded(gt=0, lt=1)
     patience: int = bounded(ge=0)
@@ -130,14 +131,14 @@ class ReduceLrConfig:
 
 
 @dataclass(frozen=True)
-class ExponentialDecayConfig:
+class ExponentialDecayConfig(Recorded):
     decay_steps: int = bounded(ge=1)
     decay_rate: float = bounded(gt=0, le=1)
     staircase: bool
 
 
 @dataclass(frozen=True)
-class FineTuneConfig:
+class FineTuneConfig(Recorded):
     """Phase 2 of transfer learning: unfreeze the base from a layer on, recompile, continue."""
 
     from_layer: int = bounded(ge=0)
@@ -146,7 +147,7 @@ class FineTuneConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(Recorded):
     optimizer: Literal["adam", "sgd", "rmsprop"]
     learning_rate: float = bounded(gt=0)
     loss: Literal["binary_crossentropy", "sparse_categorical_crossentropy", "mse"]
@@ -167,10 +168,11 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(Recorded):
     task: str  # the MLflow experiment that groups the runs to compare
     data: str  # the processed data set, a path under data/processed
     family: Literal[tuple(FAMILY_CONFIGS)]
+    pretrained: str  # downloaded weights to start from (a raw data set under data/raw), or none
     model: Any  # the family's config class, picked by field_types
     training: TrainingConfig
 
@@ -184,18 +186,23 @@ class ExperimentConfig:
             return {"task": f"{self.task!r} must be lower-case letters, digits and dashes"}
         if self.training.fine_tune is not None and not getattr(type(self.model), "fine_tunes", False):
             return {"training.fine_tune": f"the {self.family} family has no fine-tuning phase; use null"}
+        accepted = ("none", *getattr(type(self.model), "starts_from", ()))
+        if self.pretrained not in accepted:
+            return {
+                "pretrained": f"{self.pretrained!r}: the {self.family} family accepts {', '.join(accepted)}"
+            }
         return {}
 
 
 @dataclass(frozen=True)
-class ExportSettings:
+class ExportSettings(Recorded):
     opset: int = bounded(ge=13, le=18)  # tf2onnx 1.17 with TF 2.21 converts 13-18, not 19+
-    tolerance: float = bounded(gt=0)  # max |ONNX Runtime - trained model| on test samples
+    tolerance: float = bounded(gt=0)  # max |ONNX Runtime - trained model| on validation samples
     parity_samples: int = bounded(ge=1)
 
 
 @dataclass(frozen=True)
-class ServingSettings:
+class ServingSettings(Recorded):
     """How the model repository is served; config.pbtxt carries these to Triton and `dlzoo serve`."""
 
     max_batch_size: int = bounded(ge=1)  # samples per request and per merged batch
@@ -205,10 +212,9 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Recorded):
     seed: int = bounded(ge=0)
     deterministic: bool
-    verbose: Literal[0, 1, 2]  # Keras' fit verbosity: 2 prints one line per epoch
     mixed_precision: bool  # float16 compute with float32 weights and outputs (a GPU speed-up)
     jit_compile: bool  # XLA-compile the train and predict steps
     cudnn_rnn: bool  # LSTM/GRU may use cuDNN kernels on a GPU (when their settings allow)

@@ -19,10 +19,11 @@ from dlzoo.data.sources import (
     resolve_mirror,
     sha256_of,
 )
+from dlzoo.records import SOURCE_FILE
 from dlzoo.store import atomic_directory, save_json
 
-DOWNLOADABLE = tuple(REMOTE_FILES)
-SOURCE_FILE = "source.json"
+NO_WEIGHTS = "none"  # `pretrained: none`: a directory with only a record, so the dep never changes
+DOWNLOADABLE = (*REMOTE_FILES, NO_WEIGHTS)
 _STANDIN_WRITERS = {
     "mnist": lambda path, config: standins.write_mnist_standin(path, config.seed),
     "cifar10": lambda path, config: standins.write_cifar_standin(path, config.seed, config.demo),
@@ -32,8 +33,10 @@ _STANDIN_WRITERS = {
 
 def download(dataset: str, config: DataConfig, out_dir: Path) -> dict:
     """Writes `out_dir` atomically and returns its source record."""
-    if dataset not in REMOTE_FILES:
+    if dataset not in DOWNLOADABLE:
         raise ValueError(f"unknown downloadable data set {dataset!r}; valid: {', '.join(DOWNLOADABLE)}")
+    if dataset == NO_WEIGHTS:
+        return _no_weights(out_dir)
     with atomic_directory(out_dir) as staging:
         if config.profile == "full":
             record = _download_full(dataset, config, staging)
@@ -44,6 +47,20 @@ def download(dataset: str, config: DataConfig, out_dir: Path) -> dict:
         if dataset == "mobilenet_v2":
             record.setdefault("weights", "imagenet")
         record.update(dataset=dataset, profile=config.profile)
+        save_json(staging / SOURCE_FILE, record)
+    return record
+
+
+def _no_weights(out_dir: Path) -> dict:
+    """What `pretrained: none` points at: no files, whatever the profile (so it reads no params)."""
+    record = {
+        "dataset": NO_WEIGHTS,
+        "stand_in": False,
+        "weights": "random",
+        "description": "no pretrained weights: training starts from random weights",
+        "files": {},
+    }
+    with atomic_directory(out_dir) as staging:
         save_json(staging / SOURCE_FILE, record)
     return record
 

@@ -14,11 +14,10 @@ import numpy as np
 
 from dlzoo.config.data import CatsDogsConfig, DataConfig, ImdbConfig
 from dlzoo.data import formats
-from dlzoo.data.download import SOURCE_FILE
 from dlzoo.data.sources import REMOTE_FILES
 from dlzoo.data.splits import INFO_FILE, Split, tail_split, write_splits
-from dlzoo.data.text import OOV_ID, PAD_ID, START_ID, Vocabulary, pad
-from dlzoo.records import CorpusInfo, DataInfo, TokensPerReview
+from dlzoo.data.text import OOV_ID, PAD_ID, SPECIAL_TOKENS, START_ID, Vocabulary, pad
+from dlzoo.records import SOURCE_FILE, CorpusInfo, DataInfo, TokensPerReview
 from dlzoo.store import atomic_directory, load_json
 
 PREPROCESSED = ("mnist", "cifar10", "cats_dogs", "imdb")
@@ -115,8 +114,7 @@ def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir:
     texts, labels = _imdb_splits(raw, config.seed, settings.val_fraction)
     # The vocabulary sees the training part only: validation and test words stay unseen.
     largest = max(settings.vocab_sizes)
-    vocabulary = Vocabulary.build(texts["train"], largest - 3)
-    vocabulary.save(out_dir / VOCABULARY_FILE)
+    vocabulary = Vocabulary.build(texts["train"], largest - len(SPECIAL_TOKENS))
     encoded = {name: [vocabulary.encode(text, largest) for text in texts[name]] for name in texts}
     variants = {}
     for vocab_size in settings.vocab_sizes:
@@ -125,7 +123,10 @@ def _imdb(raw: formats.TextSplits, config: DataConfig, base_info: dict, out_dir:
             for name in texts
         }
         variant_info = {**base_info, **_imdb_variant_info(settings, vocab_size)}
-        variants[f"vocab_{vocab_size}"] = write_splits(out_dir / f"vocab_{vocab_size}", splits, variant_info)
+        variant_dir = out_dir / f"vocab_{vocab_size}"
+        variants[variant_dir.name] = write_splits(variant_dir, splits, variant_info)
+        # Each variant holds the words it can encode, so a stage that reads it needs nothing beside it.
+        Vocabulary(vocabulary.words[: vocab_size - len(SPECIAL_TOKENS)]).save(variant_dir / VOCABULARY_FILE)
     lengths = np.array([len(ids) for ids in encoded["train"]])
     summary = CorpusInfo(
         **base_info,
@@ -167,7 +168,7 @@ def _imdb_variant_info(settings: ImdbConfig, vocab_size: int) -> dict:
         "problem": "binary",
         "classes": ["negative", "positive"],
         "input": {
-            "vocabulary": f"../{VOCABULARY_FILE}",
+            "vocabulary": VOCABULARY_FILE,
             "vocab_size": vocab_size,
             "max_length": settings.max_length,
             "padding": settings.padding,

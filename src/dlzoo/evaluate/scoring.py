@@ -81,14 +81,6 @@ def headline(problem: str, scores: dict[str, Any]) -> tuple[str, float]:
     return key, scores[key]
 
 
-def scalar_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
-    """The plain numbers of a metrics dict, flattened for MLflow (per-class F1 included)."""
-    flat = {f"{prefix}_{key}": value for key, value in scores.items() if isinstance(value, int | float)}
-    for name, values in scores.get("per_class", {}).items():
-        flat[f"{prefix}_f1_{name}"] = values["f1-score"]
-    return flat
-
-
 def write_predictions_csv(path: Path, labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> None:
     """actual,predicted rows: the input of DVC's confusion-matrix template."""
     lines = [

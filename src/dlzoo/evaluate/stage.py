@@ -1,4 +1,9 @@
-"""The evaluate stage: test metrics to metrics/<experiment>.json and the MLflow run, plus plots."""
+"""The evaluate stage: test metrics of the served ONNX file, to metrics/<experiment>.json, and plots.
+
+It runs the exported model with ONNX Runtime, as `dlzoo serve` and Triton do, so the numbers are
+those of what is served; it loads no TensorFlow and no MLflow and reads no params (the export's
+metadata says what the model is). The track stage adds the results to the training's MLflow run.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 
-from dlzoo import models, problems, track
-from dlzoo.config import Params
+from dlzoo import onnx_model, problems, repository
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.text import Vocabulary
 from dlzoo.evaluate import plots, scoring
-from dlzoo.models.family import Family
-from dlzoo.records import SUMMARY_FILE, DataInfo, Headline, Metrics, TextInput, TrainSummary
+from dlzoo.records import DataInfo, ExportMetadata, Headline, Metrics, TextInput
 from dlzoo.store import atomic_directory
 
 SPLITS = ("test", "test_full")
@@ -27,7 +29,7 @@ SAMPLES_SHOWN = 16
 class Files:
     """What the stage reads and writes."""
 
-    model_dir: Path  # from the train stage
+    export_dir: Path  # from the export stage: model.onnx and metadata.json
     data_dir: Path  # processed data
     history_file: Path  # per-epoch CSV from the train stage
     metrics_file: Path  # metrics/<experiment>.json to write
@@ -39,15 +41,14 @@ class Evaluation:
     """A trained model, the problem it solves and its data; plots go to `out_dir`."""
 
     name: str
-    family: Family
-    model: Any
+    session: Any  # onnxruntime.InferenceSession
     problem: str
     info: DataInfo
     data_dir: Path
     out_dir: Path
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.family.predict(self.model, x)
+        return onnx_model.predict(self.session, x)
 
     def classes_of(self, x: np.ndarray) -> np.ndarray:
         return problems.probabilities(self.predict(x)).argmax(axis=1)
@@ -56,14 +57,13 @@ class Evaluation:
         return f"{self.name}: {text}"
 
 
-def run(name: str, params: Params, files: Files) -> Metrics:
-    experiment = params.experiment(name)
-    info, summary = load_info(files.data_dir), TrainSummary.read(files.model_dir / SUMMARY_FILE)
-    family = models.family(experiment.family)
-    problem = problems.solved(info.problem, family.reconstructs)
-    model = family.load(files.model_dir)
+def run(name: str, files: Files) -> Metrics:
+    info = load_info(files.data_dir)
+    metadata = ExportMetadata.read(files.export_dir / repository.METADATA_FILE)
+    session = onnx_model.session(files.export_dir / repository.MODEL_FILE)
+    problem = metadata.problem
     with atomic_directory(files.plots_dir) as staging:
-        evaluation = Evaluation(name, family, model, problem, info, files.data_dir, staging)
+        evaluation = Evaluation(name, session, problem, info, files.data_dir, staging)
         scores = {
             split: _score(evaluation, split, *load_split(files.data_dir, split))
             for split in SPLITS
@@ -75,7 +75,7 @@ def run(name: str, params: Params, files: Files) -> Metrics:
         metric, value = scoring.headline(problem, scores["test"])
         metrics = Metrics(
             experiment=name,
-            task=experiment.task,
+            task=metadata.task,
             problem=problem,
             profile=info.profile,
             headline=Headline(metric=metric, value=value),
@@ -83,7 +83,6 @@ def run(name: str, params: Params, files: Files) -> Metrics:
         )
         files.metrics_file.parent.mkdir(parents=True, exist_ok=True)
         metrics.write(files.metrics_file)
-        _log_to_run(summary.mlflow_run_id, metrics, staging)
     return metrics
 
 
@@ -157,13 +156,3 @@ def _image_predictions(evaluation: Evaluation, x: np.ndarray, y: np.ndarray) -> 
 def _read_history(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as stream:
         return list(csv.DictReader(stream))
-
-
-def _log_to_run(run_id: str, metrics: Metrics, plots_dir: Path) -> None:
-    results = metrics.to_json()
-    with track.resume_run(run_id):
-        for split in SPLITS:
-            if split in results:
-                mlflow.log_metrics(scoring.scalar_metrics(f"eval_{split}", results[split]))
-        mlflow.log_dict(results, "evaluation/metrics.json")
-        mlflow.log_artifacts(str(plots_dir), artifact_path="evaluation")

@@ -1,4 +1,7 @@
-"""The export stage: ONNX model, parity gate, metadata for serving, MLflow registry."""
+"""The export stage: ONNX model, parity gate, metadata for serving (the track stage registers it).
+
+The ONNX bytes are canonical (dlzoo.export.canonical), so the same weights give the same file.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
-import onnx
 import onnxruntime
 
-from dlzoo import models, problems, repository, track
+from dlzoo import models, onnx_model, problems, repository
 from dlzoo.config import Params
 from dlzoo.config.experiments import ExportSettings
 from dlzoo.data.splits import load_info, load_split
-from dlzoo.export import conversion
+from dlzoo.export import parity
 from dlzoo.inputs import InputSpec
 from dlzoo.models.family import Family
 from dlzoo.records import (
@@ -39,6 +40,7 @@ class Trained:
     family: Family
     model: Any
     summary: TrainSummary
+    sha256: str  # of the model file the train stage wrote
 
 
 @dataclass(frozen=True)
@@ -51,29 +53,28 @@ class Exported:
 
 
 def run(name: str, params: Params, model_dir: Path, data_dir: Path, out_dir: Path) -> ExportMetadata:
-    experiment = params.experiment(name)
-    family = models.family(experiment.family)
+    family = models.family(params.experiment(name).family)
     summary = TrainSummary.read(model_dir / SUMMARY_FILE)
-    exported = export_model(Trained(family, family.load(model_dir), summary), data_dir, params.export)
+    sha256 = hashlib.sha256((model_dir / summary.model_file).read_bytes()).hexdigest()
+    exported = export_model(Trained(family, family.load(model_dir), summary, sha256), data_dir, params.export)
     repository.write_export(out_dir, exported.onnx_bytes, exported.metadata, exported.files)
-    _register(summary.mlflow_run_id, name, exported.onnx_bytes, exported.metadata.parity.max_abs_diff)
     return exported.metadata
 
 
 def export_model(trained: Trained, data_dir: Path, settings: ExportSettings) -> Exported:
-    """Converts a trained model to ONNX and checks it on the data set's test samples."""
+    """Converts a trained model to ONNX and checks it on validation samples."""
     info, summary = load_info(data_dir), trained.summary
     problem = problems.solved(info.problem, trained.family.reconstructs)
     spec = InputSpec.from_info(info)
-    x = load_split(data_dir, "test")[0][: settings.parity_samples]
+    x = load_split(data_dir, "val")[0][: settings.parity_samples]  # the test split is for evaluate
     x = x.astype(np.int32 if spec.dtype == "int32" else np.float32)
     converted = trained.family.to_onnx(trained.model, spec, settings.opset, x)
     if converted.note:
         print(f"{summary.experiment}: {converted.note}")
     payload = converted.proto.SerializeToString()
     classify = problem in problems.CLASSIFICATION
-    parity = conversion.check_parity(
-        conversion.session(payload), converted.expected, x, settings.tolerance, classify=classify
+    checked = parity.check_parity(
+        onnx_model.session(payload), converted.expected, x, settings.tolerance, classify=classify
     )
     metadata = ExportMetadata(
         name=summary.experiment,
@@ -83,17 +84,17 @@ def export_model(trained: Trained, data_dir: Path, settings: ExportSettings) -> 
         problem=problem,
         profile=info.profile,
         stand_in=info.stand_in,
-        inputs=[repository.tensor(conversion.INPUT_NAME, spec.dtype, list(spec.shape))],
-        outputs=[repository.tensor(conversion.OUTPUT_NAME, "float32", list(converted.expected.shape[1:]))],
+        inputs=[repository.tensor(onnx_model.INPUT_NAME, spec.dtype, list(spec.shape))],
+        outputs=[repository.tensor(onnx_model.OUTPUT_NAME, "float32", list(converted.expected.shape[1:]))],
         labels=info.classes,
         preprocessing=preprocessing_metadata(info, spec),
         onnx_sha256=hashlib.sha256(payload).hexdigest(),
         onnx_bytes=len(payload),
         opset=settings.opset,
-        parity=parity,
+        parity=checked,
         onnxruntime_version=onnxruntime.__version__,
         parameters=summary.parameters,
-        mlflow_run_id=summary.mlflow_run_id,
+        source_sha256=trained.sha256,
     )
     files = {}
     if isinstance(info.input, TextInput):
@@ -119,14 +120,3 @@ def preprocessing_metadata(info: DataInfo, spec: InputSpec) -> Preprocessing:
             note="send raw pixels (0-255) as FP32, or UINT8: the model rescales and resizes itself",
         )
     return TensorPreprocessing(type="tensor")
-
-
-def _register(run_id: str, name: str, onnx_bytes: bytes, max_abs_diff: float) -> None:
-    with track.resume_run(run_id):
-        mlflow.log_metrics({"onnx_parity_max_abs_diff": max_abs_diff})
-        mlflow.onnx.log_model(
-            onnx.load_from_string(onnx_bytes),
-            name="onnx",
-            registered_model_name=f"dlzoo-{name}",
-            pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
-        )

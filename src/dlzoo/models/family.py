@@ -1,33 +1,28 @@
-"""What the stages ask of an architecture family, and the Keras defaults most families use.
+"""What the stages ask of an architecture family.
 
-A family is one module under dlzoo.models holding a `FAMILY` object; the registry in
-dlzoo.models maps names to them. The stages own the order (train: adapt -> build -> fit ->
-score -> save; evaluate: load -> predict; export: to_onnx) and call these hooks, so no stage
-asks which family it holds. Capabilities are declared as plain attributes: `reconstructs`
-(trained to give back its input), `distributable` (trains under a tf.distribute strategy),
-`pretrained` (starts from downloaded weights). A Keras family usually writes only its builder;
-`KerasFamily` supplies the rest. The NumPy MLP (dlzoo.models.scratch_mlp) implements the same
-hooks without Keras.
+A family is a package under dlzoo.models holding a `FAMILY` object; the registry in
+dlzoo.models maps names to them. The stages own the order (train: environment -> adapt ->
+build -> fit -> save; export: load -> to_onnx; evaluate runs the ONNX file and needs no family)
+and call these hooks, so no stage asks which family it holds. Capabilities are plain
+attributes: `reconstructs` (trained to give back its input), `distributable` (trains under a
+tf.distribute strategy), `pretrained` (may start from downloaded weights). A Keras family
+usually writes only its builder; `KerasFamily` (dlzoo.models.keras_family) supplies the rest.
+The NumPy MLP (dlzoo.models.scratch_mlp) implements the same hooks without Keras, and nothing
+here imports TensorFlow: a stage loads it only through a Keras family.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import keras
 import numpy as np
 
-from dlzoo import runtime, track
 from dlzoo.config.experiments import TrainingConfig, TrainSettings
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
-from dlzoo.train import distributed, loop
-from dlzoo.train.shared import FitSettings
-
-KERAS_FILE = "model.keras"
 
 
 @dataclass(frozen=True)
@@ -40,12 +35,28 @@ class Assets:
 
 
 @dataclass(frozen=True)
+class Environment:
+    """Where a training runs, as the family set it up (seeds, precision, devices, strategy)."""
+
+    strategy: Any = None  # the tf.distribute strategy (Keras families), None for one process
+    chief: bool = True  # only the chief (worker 0) writes outputs and logs to MLflow
+    device: str = "CPU"  # for the MLflow run: the GPUs used, or CPU
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync if self.strategy is not None else 1
+
+    def scope(self) -> Any:
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
 class FitOptions:
     seed: int
     rng: np.random.Generator  # the same generator the build drew from
     max_epochs: int | None = None  # per phase (the demo profile's cap)
     track: bool = True  # log each epoch to the active MLflow run (the chief only)
-    verbose: int = 2
+    verbose: int = 2  # Keras' fit verbosity (the --verbose flag of `dlzoo train`; no output depends on it)
     jit_compile: bool = False
     cudnn_rnn: bool = True
     strategy: Any = None  # the tf.distribute strategy the model was built under
@@ -71,8 +82,11 @@ class Family(Protocol):
     distributable: bool
     pretrained: bool
 
-    def adapt(self, config: Any, settings: TrainSettings, on_gpu: bool) -> tuple[Any, str | None]: ...
-    def pretrained_weights(self, config: Any, pretrained_dir: Path | None) -> Path | None: ...
+    def environment(self, settings: TrainSettings) -> Environment: ...
+    def adapt(
+        self, config: Any, settings: TrainSettings, environment: Environment, demo: bool
+    ) -> tuple[Any, str | None]: ...
+    def pretrained_weights(self, pretrained_dir: Path | None) -> Path | None: ...
     def build(self, config: Any, spec: InputSpec, assets: Assets) -> Any: ...
     def fit(
         self,
@@ -82,84 +96,7 @@ class Family(Protocol):
         spec: InputSpec,
         options: FitOptions,
     ) -> Fitted: ...
-    def score(self, model: Any, split: Split, spec: InputSpec, batch_size: int) -> dict[str, float]: ...
     def save(self, model: Any, directory: Path) -> Path: ...
     def load(self, directory: Path) -> Any: ...
-    def log_model(self, model: Any, saved: Path, example: np.ndarray) -> None: ...
     def parameter_count(self, model: Any) -> int: ...
-    def predict(self, model: Any, x: np.ndarray) -> np.ndarray: ...
     def to_onnx(self, model: Any, spec: InputSpec, opset: int, x: np.ndarray) -> Converted: ...
-
-
-@dataclass(frozen=True)
-class KerasFamily:
-    """A Functional-API family: `builder(config, spec)` returns an uncompiled keras.Model."""
-
-    name: str
-    config: type
-    builder: Callable[..., keras.Model]
-    reconstructs: bool = False
-    distributable: bool = True
-    pretrained: bool = False
-    unfreeze: Callable[[keras.Model, int], None] | None = None  # phase 2 (fine_tune)
-
-    def adapt(self, config: Any, settings: TrainSettings, on_gpu: bool) -> tuple[Any, str | None]:
-        return config, None
-
-    def pretrained_weights(self, config: Any, pretrained_dir: Path | None) -> Path | None:
-        return None
-
-    def build(self, config: Any, spec: InputSpec, assets: Assets) -> keras.Model:
-        return self.builder(config, spec)
-
-    def fit(self, model, training_config, splits, spec, options: FitOptions) -> Fitted:
-        runtime.set_cudnn(model, options.cudnn_rnn)
-        settings = FitSettings(
-            seed=options.seed,
-            max_epochs=options.max_epochs,
-            reconstruct=self.reconstructs,
-            callbacks=[track.EpochLogger()] if options.track else [],
-            verbose=options.verbose,
-            jit_compile=options.jit_compile,
-            strategy=options.strategy,
-            unfreeze=self.unfreeze,
-        )
-        history = loop.train(model, training_config, splits, spec, settings)
-        if distributed.is_multi_worker(options.strategy):  # score and save outside the strategy
-            model = distributed.plain_copy(model, training_config)
-        return Fitted(model, history)
-
-    def score(self, model: keras.Model, split: Split, spec: InputSpec, batch_size: int) -> dict[str, float]:
-        return loop.evaluate(model, split, spec, batch_size, reconstruct=self.reconstructs)
-
-    def save(self, model: keras.Model, directory: Path) -> Path:
-        model.save(directory / KERAS_FILE)
-        return directory / KERAS_FILE
-
-    def load(self, directory: Path) -> keras.Model:
-        return keras.models.load_model(directory / KERAS_FILE)
-
-    def log_model(self, model: keras.Model, saved: Path, example: np.ndarray) -> None:
-        track.log_keras_model(model, example)
-
-    def parameter_count(self, model: keras.Model) -> int:
-        return model.count_params()
-
-    def predict(self, model: keras.Model, x: np.ndarray) -> np.ndarray:
-        dtype = np.int32 if np.issubdtype(x.dtype, np.integer) and x.dtype != np.uint8 else np.float32
-        return model.predict(x.astype(dtype), batch_size=256, verbose=0)
-
-    def to_onnx(self, model: keras.Model, spec: InputSpec, opset: int, x: np.ndarray) -> Converted:
-        from dlzoo.export import conversion  # tf2onnx and ONNX Runtime: only the export stage loads them
-
-        proto = conversion.keras_to_onnx(model, spec, opset)
-        reference = conversion.exportable(model)  # float32, no cuDNN: what the ONNX graph computes
-        expected = reference.predict(x, batch_size=256, verbose=0)
-        if reference is model:
-            return Converted(proto, expected)
-        trained = model.predict(x, batch_size=256, verbose=0)
-        note = (
-            "the trained model (float16 compute or cuDNN) vs its float32 clone: max |diff| "
-            f"{float(np.abs(trained - expected).max()):.2e}"
-        )
-        return Converted(proto, expected, note)

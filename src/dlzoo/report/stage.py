@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-import numpy as np
-
 from dlzoo import repository
-from dlzoo.export import conversion
-from dlzoo.records import ExportMetadata, Metrics
-
-LATENCY_RUNS = 50
-
-
-def onnx_latency_ms(model_path: Path, metadata: ExportMetadata) -> float:
-    """Median ONNX Runtime latency of one sample (batch of 1), after a warm-up run."""
-    session = conversion.session(model_path.read_bytes())
-    spec = metadata.inputs[0]
-    dtype = np.int32 if spec.datatype == "INT32" else np.float32
-    sample = np.ones([1, *spec.shape[1:]], dtype=dtype)
-    session.run(None, {spec.name: sample})
-    timings = []
-    for _ in range(LATENCY_RUNS):
-        started = time.perf_counter()
-        session.run(None, {spec.name: sample})
-        timings.append(time.perf_counter() - started)
-    return 1000 * float(np.median(timings))
+from dlzoo.records import Metrics
 
 
 def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: Path, out: Path) -> list[dict]:
@@ -46,7 +25,6 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
                 "metric": f"{headline.metric} {headline.value:.4f}{extra}",
                 "parameters": f"{metadata.parameters:,}",
                 "onnx": f"{model_path.stat().st_size / 1024:.0f} KiB",
-                "latency": f"{onnx_latency_ms(model_path, metadata):.3f} ms",
                 "plots": " ".join(
                     f"[{png.stem}]({os.path.relpath(png, out.parent)})"
                     for png in sorted((plots_dir / name).glob("*.png"))
@@ -57,7 +35,7 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
 
 
 def render(table: list[dict], profile: str) -> str:
-    header = ["experiment", "task", "test metric", "parameters", "ONNX size", "ORT latency / sample", "plots"]
+    header = ["experiment", "task", "test metric (ONNX)", "parameters", "ONNX size", "plots"]
     lines = [
         f"# dlzoo summary ({profile} profile)",
         "",
@@ -67,9 +45,7 @@ def render(table: list[dict], profile: str) -> str:
     for row in table:
         lines.append(
             "| "
-            + " | ".join(
-                row[key] for key in ("experiment", "task", "metric", "parameters", "onnx", "latency", "plots")
-            )
+            + " | ".join(row[key] for key in ("experiment", "task", "metric", "parameters", "onnx", "plots"))
             + " |"
         )
     return "\n".join(lines) + "\n"

@@ -1,15 +1,16 @@
 """The train stage for one experiment: data in, a trained model, its history and an MLflow run out.
 
-Outputs, written atomically:
-- `<out>/model.keras` (or `model.npz` for the NumPy MLP) and `<out>/summary.json`
-  (test metrics, epochs, parameter count, seconds, the MLflow run id);
+Outputs, written atomically, the same bytes for the same weights:
+- `<out>/model.keras` (or `model.npz` for the NumPy MLP) and `<out>/summary.json` (epochs,
+  parameter count; no timings and no run id: those belong to the MLflow run);
 - the per-epoch history as CSV for `dvc plots`.
+The test split is not read here: the evaluate stage scores the exported model on it, once.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
+import hashlib
 import os
 import tempfile
 import time
@@ -20,75 +21,74 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from dlzoo import models, runtime, track
+from dlzoo import models, track
 from dlzoo.config import Params
+from dlzoo.config.base import replace
 from dlzoo.config.experiments import ExperimentConfig
 from dlzoo.data.splits import Split, load_info, load_split
 from dlzoo.inputs import InputSpec
-from dlzoo.models.family import Assets, Family, FitOptions
+from dlzoo.models.family import Assets, Environment, Family, FitOptions
 from dlzoo.records import SUMMARY_FILE, DataInfo, TrainSummary
 from dlzoo.store import atomic_directory
-from dlzoo.train import loop
 
-EVALUATED_SPLITS = ("test", "test_full")  # test_full: every test sample of a subset (cats vs dogs)
+TRAINING_SPLITS = ("train", "val")
+KERAS_VERBOSITY = 2  # one line per epoch; `dlzoo train --verbose N` changes it (no output depends on it)
 
 
-def run(
-    name: str, params: Params, data_dir: Path, out_dir: Path, history_file: Path, pretrained_dir: Path | None
-) -> TrainSummary | None:
+@dataclass(frozen=True)
+class Files:
+    """What the stage reads and writes."""
+
+    data_dir: Path  # processed data
+    out_dir: Path  # the model directory to write
+    history_file: Path  # per-epoch CSV to write
+    pretrained_dir: Path | None  # downloaded weights (experiments with `pretrained`)
+
+
+def run(name: str, params: Params, files: Files, verbose: int = KERAS_VERBOSITY) -> TrainSummary | None:
     """The summary the stage wrote, or None on a worker other than the chief (it writes nothing)."""
-    job, adjustment = _prepare(name, params, data_dir, pretrained_dir)
-    experiment, info = job.experiment, job.info
-    if not runtime.is_chief(job.strategy) and job.family.distributable:
+    job, adjustment = _prepare(name, params, files)
+    if not job.environment.chief and job.family.distributable:
         # Another worker of a multi-worker run: it computes its share; the chief writes and logs.
         with tempfile.TemporaryDirectory() as scratch:
-            _train(job, Path(scratch), chief=False)
+            _train(job, Path(scratch), verbose)
         return None
-    tags = track.environment_tags(info)
+    tags = track.environment_tags(job.info, job.environment.device) | {track.EXPERIMENT_TAG: name}
     if adjustment:
         print(f"{name}: {adjustment}")
-        tags["dlzoo.device_adjustment"] = adjustment
+        tags["dlzoo.adjustment"] = adjustment  # a device or demo-profile change of the config
     with (
-        track.start_run(experiment.task, name, _run_params(job), tags) as active,
-        atomic_directory(out_dir) as staging,
+        track.start_run(job.experiment.task, name, _run_params(job), tags),
+        atomic_directory(files.out_dir) as staging,
     ):
         track.log_environment()
         started = time.perf_counter()
-        history, scores, size = _train(job, staging, chief=True)
-        seconds = time.perf_counter() - started
-        mlflow.log_metrics(
-            {
-                f"{split}_{metric}": value
-                for split, values in scores.items()
-                for metric, value in values.items()
-            }
-        )
-        mlflow.log_metric("train_seconds", seconds)
-        summary = _summary(job, history, scores, size, seconds, active.info.run_id)
+        history, size, saved = _train(job, staging, verbose)
+        mlflow.log_metric("train_seconds", time.perf_counter() - started)
+        mlflow.set_tag(track.MODEL_SHA256_TAG, hashlib.sha256(saved.read_bytes()).hexdigest())
+        summary = _summary(job, history, size, saved.name)
         summary.write(staging / SUMMARY_FILE)
-        _write_history(history, history_file)
-        mlflow.log_artifact(str(history_file), artifact_path="history")
+        _write_history(history, files.history_file)
+        mlflow.log_artifact(str(files.history_file), artifact_path="history")
     return summary
 
 
-def _prepare(
-    name: str, params: Params, data_dir: Path, pretrained_dir: Path | None
-) -> tuple[Job, str | None]:
-    """Data, seeds, precision, strategy and the family's device adjustment (its note, if any)."""
+def _prepare(name: str, params: Params, files: Files) -> tuple[Job, str | None]:
+    """Data, seeds, precision, strategy and the family's adjustments (a note, if any)."""
     experiment = params.experiment(name)
-    info = load_info(data_dir)
-    splits = {split: load_split(data_dir, split) for split in info.splits}
-    cap = experiment.training.demo_max_epochs if info.profile == "demo" else None
-    loop.set_seeds(params.train.seed, params.train.deterministic)
-    runtime.configure_precision(params.train.mixed_precision)
-    strategy = runtime.strategy_for(params.train.distribute)
+    info = load_info(files.data_dir)
+    splits = {split: load_split(files.data_dir, split) for split in TRAINING_SPLITS}
+    demo = info.profile == "demo"
+    cap = experiment.training.demo_max_epochs if demo else None
     family = models.family(experiment.family)
-    model_config, adjustment = family.adapt(experiment.model, params.train, bool(runtime.gpu_names()))
-    experiment = dataclasses.replace(experiment, model=model_config)
-    return Job(name, experiment, family, info, splits, params, cap, pretrained_dir, strategy), adjustment
+    environment = family.environment(params.train)
+    model_config, adjustment = family.adapt(experiment.model, params.train, environment, demo)
+    experiment = replace(experiment, model=model_config)
+    pretrained_dir = files.pretrained_dir if experiment.pretrained != "none" else None
+    return Job(name, experiment, family, info, splits, params, cap, pretrained_dir, environment), adjustment
 
 
-def _summary(job: Job, history: list, scores: dict, size: int, seconds: float, run_id: str) -> TrainSummary:
+def _summary(job: Job, history: list, size: int, model_file: str) -> TrainSummary:
     return TrainSummary(
         experiment=job.experiment_name,
         task=job.experiment.task,
@@ -97,9 +97,7 @@ def _summary(job: Job, history: list, scores: dict, size: int, seconds: float, r
         stand_in=job.info.stand_in,
         epochs=len(history),
         parameters=size,
-        train_seconds=round(seconds, 2),
-        mlflow_run_id=run_id,
-        **scores,
+        model_file=model_file,
     )
 
 
@@ -111,7 +109,7 @@ def _run_params(job: Job) -> dict[str, Any]:
         **track.flatten(job.params.train),
         "data.profile": info.profile,
         "max_epochs_per_phase": job.max_epochs or "none",
-        "replicas": job.strategy.num_replicas_in_sync,
+        "replicas": job.environment.replicas,
         **{f"data.{split}_count": summary.count for split, summary in info.splits.items()},
     }
 
@@ -128,41 +126,34 @@ class Job:
     params: Params
     max_epochs: int | None  # per phase: the demo profile's cap
     pretrained_dir: Path | None
-    strategy: Any  # tf.distribute.Strategy
+    environment: Environment
 
 
-def _train(job: Job, staging: Path, *, chief: bool) -> tuple[list[dict[str, Any]], dict[str, dict], int]:
-    """Build, fit, score and save through the family's hooks; only the chief logs the model."""
-    family, experiment, settings = job.family, job.experiment, job.params.train
+def _train(job: Job, staging: Path, verbose: int) -> tuple[list[dict[str, Any]], int, Path]:
+    """Build, fit and save through the family's hooks; only the chief logs the model."""
+    family, experiment, settings, chief = job.family, job.experiment, job.params.train, job.environment.chief
     spec = InputSpec.from_info(job.info)
     rng = np.random.default_rng(settings.seed)  # for families that draw from NumPy (build, then fit)
-    weights = family.pretrained_weights(experiment.model, job.pretrained_dir)
+    weights = family.pretrained_weights(job.pretrained_dir)
     if family.pretrained and chief:
         mlflow.set_tag("pretrained.weights", "imagenet" if weights else "random")
-    with job.strategy.scope():
+    with job.environment.scope():
         model = family.build(experiment.model, spec, Assets(len(job.info.classes or []), rng, weights))
     options = FitOptions(
         seed=settings.seed,
         rng=rng,
         max_epochs=job.max_epochs,
         track=chief,
-        verbose=settings.verbose,
+        verbose=verbose,
         jit_compile=settings.jit_compile,
         cudnn_rnn=settings.cudnn_rnn,
-        strategy=job.strategy,
+        strategy=job.environment.strategy,
     )
     fitted = family.fit(model, experiment.training, job.splits, spec, options)
-    batch_size = experiment.training.batch_size
-    scores = {
-        split: family.score(fitted.model, job.splits[split], spec, batch_size)
-        for split in EVALUATED_SPLITS
-        if split in job.splits
-    }
     saved = family.save(fitted.model, staging)
-    if chief:
-        example = job.splits["test"][0][:2].astype(np.int32 if spec.dtype == "int32" else np.float32)
-        family.log_model(fitted.model, saved, example)
-    return fitted.history, scores, family.parameter_count(fitted.model)
+    if chief:  # the file DVC tracks; the served ONNX model is logged as an MLflow model (track stage)
+        mlflow.log_artifact(str(saved), artifact_path="model")
+    return fitted.history, family.parameter_count(fitted.model), saved
 
 
 def _write_history(history: list[dict[str, Any]], path: Path) -> None:

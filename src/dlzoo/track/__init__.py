@@ -3,6 +3,9 @@
 The default store is a SQLite file at the repository root, as an absolute URI, so that runs
 started from `dvc exp run --queue` temporary copies land in the same store;
 MLFLOW_TRACKING_URI points elsewhere (a tracking server). A run that raises ends FAILED.
+
+Later stages find a training's run by what DVC pins, never by an id written into an out: the
+run is tagged with the experiment name and the SHA-256 of the model file it saved.
 """
 
 from __future__ import annotations
@@ -14,19 +17,20 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 import requests
-import tensorflow as tf
 
 from dlzoo.errors import DlzooError
 from dlzoo.records import DataInfo
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_TAG = "dlzoo.experiment"
+MODEL_SHA256_TAG = "dlzoo.model_sha256"
 ENVIRONMENT_ARTIFACTS = "environment"  # the run's artifact directory for what log_environment() writes
 
 
@@ -71,20 +75,27 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): list(value) if isinstance(value, tuple) else value}
 
 
-def environment_tags(data_info: DataInfo) -> dict[str, str]:
+def environment_tags(data_info: DataInfo, device: str) -> dict[str, str]:
     files = data_info.source.get("files", {})
-    return {
+    tags = {
         "git.commit": _git_commit(),
         "dvc.experiment": os.environ.get("DVC_EXP_NAME", ""),
         "data.profile": data_info.profile,
         "data.stand_in": str(data_info.stand_in),
         "data.dataset": data_info.dataset,
         "data.sha256": json.dumps({name: entry["sha256"] for name, entry in files.items()}),
-        "tensorflow.version": tf.__version__,
-        "keras.version": keras.__version__,
         "python.version": platform.python_version(),
-        "device": ", ".join(d.name for d in tf.config.list_physical_devices("GPU")) or "CPU",
+        "device": device,
     }
+    if _uses_tensorflow():
+        tags["tensorflow.version"] = importlib.metadata.version("tensorflow")
+        tags["keras.version"] = importlib.metadata.version("keras")
+    return tags
+
+
+def _uses_tensorflow() -> bool:
+    """True once this process has loaded TensorFlow (a Keras family); the NumPy MLP never does."""
+    return "tensorflow" in sys.modules
 
 
 def frozen_requirements() -> list[str]:
@@ -99,6 +110,8 @@ def frozen_requirements() -> list[str]:
 
 def tensorflow_build() -> dict[str, Any]:
     """How this TensorFlow was built: `is_cuda_build`, the CUDA and cuDNN versions it expects, ..."""
+    import tensorflow as tf
+
     return {
         "tensorflow_version": tf.__version__,
         "git_version": tf.version.GIT_VERSION,
@@ -108,6 +121,8 @@ def tensorflow_build() -> dict[str, Any]:
 
 def physical_devices() -> list[dict[str, Any]]:
     """Every device TensorFlow sees; for GPUs also the product name and compute capability."""
+    import tensorflow as tf
+
     devices = []
     for device in tf.config.list_physical_devices():
         entry: dict[str, Any] = {"name": device.name, "device_type": device.device_type}
@@ -144,8 +159,8 @@ def log_environment() -> dict[str, Any]:
     `tensorflow-build.json` (CUDA/cuDNN build info), `devices.json` (devices and platform); and tags.
     """
     requirements = frozen_requirements()
-    build = tensorflow_build()
-    devices = physical_devices()
+    build = tensorflow_build() if _uses_tensorflow() else {}
+    devices = physical_devices() if _uses_tensorflow() else [{"name": "CPU:0", "device_type": "CPU"}]
     facts = platform_facts()
     mlflow.log_text("\n".join(requirements) + "\n", f"{ENVIRONMENT_ARTIFACTS}/requirements-frozen.txt")
     mlflow.log_dict(build, f"{ENVIRONMENT_ARTIFACTS}/tensorflow-build.json")
@@ -192,12 +207,57 @@ def start_run(task: str, run_name: str, params: dict[str, Any], tags: dict[str, 
         yield run
 
 
-@contextlib.contextmanager
-def resume_run(run_id: str) -> Iterator[Any]:
-    """Reopens a training run, so that evaluation and export add to it."""
+def training_run_id(task: str, experiment: str, model_sha256: str) -> str | None:
+    """The MLflow run that trained this model file (tags set by the train stage), if the store has it."""
     _connect()
-    with mlflow.start_run(run_id=run_id) as run:
-        yield run
+    if mlflow.get_experiment_by_name(task) is None:
+        return None
+    found = mlflow.search_runs(
+        experiment_names=[task],
+        filter_string=(
+            f"tags.`{EXPERIMENT_TAG}` = '{experiment}' and tags.`{MODEL_SHA256_TAG}` = '{model_sha256}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return found[0].info.run_id if found else None
+
+
+@contextlib.contextmanager
+def training_run(task: str, experiment: str, model_sha256: str) -> Iterator[Any]:
+    """The run that trained this model file, active for logging, its status and end time kept.
+
+    Adding results later must not stretch the run's duration to the time they were added. Where
+    the store does not have the run (the model came from `dvc pull`, the store is new), a new run
+    with the same tags takes the results, tagged as such.
+    """
+    run_id = training_run_id(task, experiment, model_sha256)
+    if run_id is None:
+        mlflow.set_experiment(task)
+        tags = {
+            EXPERIMENT_TAG: experiment,
+            MODEL_SHA256_TAG: model_sha256,
+            "dlzoo.training_run": "not in this store",
+        }
+        with mlflow.start_run(run_name=experiment, tags=tags) as run:
+            yield run
+        return
+    client = mlflow.MlflowClient()
+    before = client.get_run(run_id).info
+    try:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
+    finally:
+        client.set_terminated(run_id, status=before.status, end_time=before.end_time)
+
+
+def scalar_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
+    """The plain numbers of a metrics dict, flattened for MLflow (per-class F1 included)."""
+    flat = {f"{prefix}_{key}": value for key, value in scores.items() if isinstance(value, int | float)}
+    for name, values in scores.get("per_class", {}).items():
+        flat[f"{prefix}_f1_{name}"] = values["f1-score"]
+    return flat
 
 
 def _connect() -> None:
@@ -210,30 +270,8 @@ def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics (and learning rate) to the active MLflow run."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs:
-            mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch + 1)
-
-
 def log_history(history: list[dict[str, Any]]) -> None:
     """For models trained outside Keras (the NumPy MLP): the same per-epoch metrics."""
     for row in history:
         metrics = {key: value for key, value in row.items() if key not in ("epoch", "phase")}
         mlflow.log_metrics(metrics, step=int(row["epoch"]))
-
-
-def log_keras_model(model: keras.Model, example: Any) -> None:
-    signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
-    # mlflow.keras.log_model in MLflow 3.17.2 writes the input example before creating its
-    # directory (FileNotFoundError); the tensorflow flavor saves the same Keras 3 model.
-    mlflow.tensorflow.log_model(
-        model,
-        name="model",
-        signature=signature,
-        input_example=example,
-        # Listed explicitly: inferring them imports the model in a subprocess, slowly.
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-    )

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dlzoo.models.scratch.numpy_mlp import NumpyMLP
+from dlzoo.models.scratch_mlp.numpy_mlp import NumpyMLP
 
 
 def to_onnx(mlp: NumpyMLP, opset: int, input_name: str, output_name: str) -> onnx.ModelProto:

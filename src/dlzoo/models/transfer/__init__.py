@@ -16,11 +16,13 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from dlzoo.config.experiments import TransferConfig
-from dlzoo.data.download import SOURCE_FILE
+from dlzoo.config.base import replace
+from dlzoo.config.experiments import TrainSettings, TransferConfig
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
-from dlzoo.models.family import Assets, KerasFamily
+from dlzoo.models.family import Assets, Environment
+from dlzoo.models.keras_family import KerasFamily
+from dlzoo.records import SOURCE_FILE
 from dlzoo.store import load_json
 
 BASE_NAME = "base"
@@ -29,7 +31,7 @@ BASE_NAME = "base"
 def build(config: TransferConfig, spec: InputSpec, weights_file: Path | None = None) -> keras.Model:
     if len(spec.shape) != 3 or spec.scale is None:
         raise ValueError("the transfer family needs raw images (height, width, channels) as inputs")
-    pretrained = config.weights == "imagenet" and weights_file is not None
+    pretrained = weights_file is not None
     size = config.image_size
     base = keras.applications.MobileNetV2(
         input_shape=(size, size, spec.shape[2]),
@@ -61,9 +63,15 @@ def unfreeze_from(model: keras.Model, first_layer: int) -> None:
 
 @dataclass(frozen=True)
 class TransferFamily(KerasFamily):
-    def pretrained_weights(self, config: TransferConfig, pretrained_dir: Path | None) -> Path | None:
+    def adapt(self, config: TransferConfig, settings: TrainSettings, environment: Environment, demo: bool):
+        if not demo or config.demo_image_size == config.image_size:
+            return config, None
+        note = f"image_size {config.image_size} -> {config.demo_image_size} (demo profile: a smoke run)"
+        return replace(config, image_size=config.demo_image_size), note
+
+    def pretrained_weights(self, pretrained_dir: Path | None) -> Path | None:
         """The ImageNet weights file from the download stage, or None for random initial weights."""
-        if config.weights != "imagenet" or pretrained_dir is None:
+        if pretrained_dir is None:
             return None
         source = load_json(pretrained_dir / SOURCE_FILE)
         if source.get("weights") != "imagenet":

@@ -13,7 +13,7 @@ from keras import layers, ops
 from dlzoo.config.experiments import TransformerConfig
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
-from dlzoo.models.family import KerasFamily
+from dlzoo.models.keras_family import KerasFamily
 
 
 @keras.saving.register_keras_serializable(package="dlzoo")

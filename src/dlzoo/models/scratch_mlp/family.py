@@ -1,4 +1,4 @@
-"""The NumPy MLP (dlzoo.models.scratch) as a family: the same hooks as the Keras families, without Keras.
+"""The NumPy MLP as a family: the same hooks as the Keras families, without Keras.
 
 It trains with its own mini-batch gradient descent on float64 arrays, saves its weights as
 `model.npz`, predicts probabilities, and converts to ONNX by writing the graph by hand.
@@ -9,16 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 
-from dlzoo import track
 from dlzoo.config.experiments import ScratchMlpConfig, TrainingConfig, TrainSettings
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
-from dlzoo.models.family import Assets, Converted, FitOptions, Fitted
-from dlzoo.models.scratch.numpy_mlp import NumpyMLP, Schedule
-from dlzoo.models.scratch.numpy_mlp import fit as fit_numpy
+from dlzoo.models.family import Assets, Converted, Environment, FitOptions, Fitted
+from dlzoo.models.scratch_mlp import onnx_graph
+from dlzoo.models.scratch_mlp.numpy_mlp import NumpyMLP, Schedule
+from dlzoo.models.scratch_mlp.numpy_mlp import fit as fit_numpy
 
 NPZ_FILE = "model.npz"
 
@@ -31,10 +30,13 @@ class ScratchFamily:
     distributable: bool = False  # one process trains it; other workers have nothing to do
     pretrained: bool = False
 
-    def adapt(self, config: ScratchMlpConfig, settings: TrainSettings, on_gpu: bool):
+    def environment(self, settings: TrainSettings) -> Environment:
+        return Environment()  # one NumPy process; its generator is seeded with train.seed
+
+    def adapt(self, config: ScratchMlpConfig, settings: TrainSettings, environment: Environment, demo: bool):
         return config, None
 
-    def pretrained_weights(self, config: ScratchMlpConfig, pretrained_dir: Path | None) -> Path | None:
+    def pretrained_weights(self, pretrained_dir: Path | None) -> Path | None:
         return None
 
     def build(self, config: ScratchMlpConfig, spec: InputSpec, assets: Assets) -> NumpyMLP:
@@ -53,12 +55,10 @@ class ScratchFamily:
         rows = fit_numpy(model, _as_float(splits["train"]), _as_float(splits["val"]), schedule, options.rng)
         history = [{"epoch": index + 1, "phase": "train", **row} for index, row in enumerate(rows)]
         if options.track:
+            from dlzoo import track  # the train stage's module (export does not track)
+
             track.log_history(history)
         return Fitted(model, history)
-
-    def score(self, model: NumpyMLP, split: Split, spec: InputSpec, batch_size: int) -> dict[str, float]:
-        x, y = _as_float(split)
-        return {"loss": model.loss(x, y), "accuracy": model.accuracy(x, y)}
 
     def save(self, model: NumpyMLP, directory: Path) -> Path:
         model.save(directory / NPZ_FILE)
@@ -67,19 +67,11 @@ class ScratchFamily:
     def load(self, directory: Path) -> NumpyMLP:
         return NumpyMLP.load(directory / NPZ_FILE)
 
-    def log_model(self, model: NumpyMLP, saved: Path, example: np.ndarray) -> None:
-        mlflow.log_artifact(str(saved), artifact_path="model")
-
     def parameter_count(self, model: NumpyMLP) -> int:
         return sum(w.size + b.size for w, b in zip(model.weights, model.biases, strict=True))
 
-    def predict(self, model: NumpyMLP, x: np.ndarray) -> np.ndarray:
-        return model.predict_proba(x.astype(np.float64)).astype(np.float32)
-
     def to_onnx(self, model: NumpyMLP, spec: InputSpec, opset: int, x: np.ndarray) -> Converted:
-        # ONNX, and the tensor names every export uses: only the export stage loads them.
-        from dlzoo.export.conversion import INPUT_NAME, OUTPUT_NAME
-        from dlzoo.models.scratch import onnx_graph
+        from dlzoo.onnx_model import INPUT_NAME, OUTPUT_NAME  # the export stage's module
 
         proto = onnx_graph.to_onnx(model, opset, INPUT_NAME, OUTPUT_NAME)
         return Converted(proto, model.predict_proba(x.astype(np.float64)))

@@ -8,7 +8,7 @@ from keras import layers, regularizers
 from dlzoo.config.experiments import MlpConfig
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer, rescaled
-from dlzoo.models.family import KerasFamily
+from dlzoo.models.keras_family import KerasFamily
 
 
 def build(config: MlpConfig, spec: InputSpec) -> keras.Model:

@@ -11,7 +11,8 @@ from dlzoo import runtime
 from dlzoo.config.experiments import RnnConfig, TrainSettings
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
-from dlzoo.models.family import KerasFamily
+from dlzoo.models.family import Environment
+from dlzoo.models.keras_family import KerasFamily
 
 CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
@@ -42,8 +43,8 @@ def build(config: RnnConfig, spec: InputSpec) -> keras.Model:
 
 @dataclass(frozen=True)
 class RnnFamily(KerasFamily):
-    def adapt(self, config: RnnConfig, settings: TrainSettings, on_gpu: bool) -> tuple[RnnConfig, str | None]:
-        return runtime.for_device(config, settings, on_gpu)
+    def adapt(self, config: RnnConfig, settings: TrainSettings, environment: Environment, demo: bool):
+        return runtime.for_device(config, settings, environment.device != "CPU")
 
 
 FAMILY = RnnFamily("rnn", RnnConfig, build)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlzoo.models.scratch.neuron import ACTIVATIONS, sigmoid, softmax
+from dlzoo.models.scratch_mlp.neuron import ACTIVATIONS, sigmoid, softmax
+from dlzoo.store import save_npz
 
 Array = np.ndarray
 _EPSILON = 1e-12
@@ -103,8 +104,7 @@ class NumpyMLP:
     def save(self, path: Path) -> None:
         arrays = {f"weight_{i}": w for i, w in enumerate(self.weights)}
         arrays |= {f"bias_{i}": b for i, b in enumerate(self.biases)}
-        with Path(path).open("wb") as stream:  # a handle: numpy.savez would append ".npz" to a name
-            np.savez(stream, activation=np.array(self.activation), **arrays)
+        save_npz(Path(path), activation=np.array(self.activation), **arrays)  # reproducible bytes
 
     @classmethod
     def load(cls, path: Path) -> NumpyMLP:

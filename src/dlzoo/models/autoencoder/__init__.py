@@ -10,7 +10,7 @@ from keras import layers
 from dlzoo.config.experiments import AutoencoderConfig
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer, rescaled
-from dlzoo.models.family import KerasFamily
+from dlzoo.models.keras_family import KerasFamily
 
 
 def build(config: AutoencoderConfig, spec: InputSpec) -> keras.Model:

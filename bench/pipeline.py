@@ -1,0 +1,126 @@
+"""Wall time of the demo pipeline from an empty workspace, per stage and in total.
+
+Copies the project's pipeline (dvc.yaml, params.yaml, src/) into a fresh git + DVC workspace,
+runs `dvc repro` there with DLZOO_TRACE_DIR set (each stage records what it imported), and
+prints each stage's wall time (from DVC's "Running stage" lines: the stage's process and DVC's
+own bookkeeping), the total, how many stage processes loaded TensorFlow, and the time of a
+no-op `dvc repro` after it. With --force-twice it then runs `dvc repro --force` and reports
+every out whose hash in dvc.lock changed (byte reproducibility).
+
+    python bench/pipeline.py [--workspace DIR] [--keep] [--force-twice]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+COPIED = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
+
+
+def environment(traces: Path) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.update(DLZOO_TRACE_DIR=str(traces), DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("DLZOO_DATA_MIRROR", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    return env
+
+
+def prepare(workspace: Path) -> None:
+    workspace.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        shutil.copy(PROJECT / name, workspace / name)
+    shutil.copytree(PROJECT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(command, cwd=workspace, check=True, env=environment(workspace / "traces"))
+
+
+def timed_repro(workspace: Path, traces: Path, *extra: str) -> tuple[float, list[tuple[str, float]]]:
+    """Runs dvc repro, timing each stage from one "Running stage" line to the next."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        ["dvc", "repro", *extra],
+        cwd=workspace,
+        env=environment(traces),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stages, current, since = [], None, started
+    for line in process.stdout:
+        if line.startswith("Running stage '"):
+            now = time.perf_counter()
+            if current:
+                stages.append((current, now - since))
+            current, since = line.split("'")[1], now
+    if process.wait() != 0:
+        raise SystemExit(f"dvc repro {' '.join(extra)} failed in {workspace}")
+    total = time.perf_counter() - started
+    if current:
+        stages.append((current, started + total - since))
+    return total, stages
+
+
+def tensorflow_processes(traces: Path) -> tuple[int, int]:
+    found = [json.loads(path.read_text()) for path in traces.glob("*.json")]
+    return sum(trace.get("tensorflow", False) for trace in found), len(found)
+
+
+def out_hashes(workspace: Path) -> dict[str, str]:
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+    return {
+        f"{stage}:{out['path']}": out.get("md5", "")
+        for stage, entry in lock["stages"].items()
+        for out in entry.get("outs", [])
+    }
+
+
+def report(total: float, stages: list[tuple[str, float]], traces: Path) -> None:
+    groups: dict[str, float] = {}
+    for name, seconds in stages:
+        print(f"{seconds:8.1f} s  {name}")
+        groups[name.split("@")[0]] = groups.get(name.split("@")[0], 0.0) + seconds
+    print("per step: " + ", ".join(f"{group} {seconds:.0f} s" for group, seconds in groups.items()))
+    loaded, processes = tensorflow_processes(traces)
+    print(f"total: {total:.1f} s for {len(stages)} stages; TensorFlow in {loaded} of {processes} processes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, help="default: a new temporary directory")
+    parser.add_argument("--keep", action="store_true", help="keep the workspace")
+    parser.add_argument("--force-twice", action="store_true", help="then `dvc repro --force`, compare outs")
+    args = parser.parse_args()
+    workspace = args.workspace or Path(tempfile.mkdtemp(prefix="dlzoo-bench-"))
+    prepare(workspace)
+    total, stages = timed_repro(workspace, workspace / "traces")
+    report(total, stages, workspace / "traces")
+    noop, _ = timed_repro(workspace, workspace / "traces-noop")
+    print(f"no-op dvc repro: {noop:.2f} s")
+    if args.force_twice:
+        before = out_hashes(workspace)
+        forced, _ = timed_repro(workspace, workspace / "traces-forced", "--force")
+        after = out_hashes(workspace)
+        changed = sorted(key for key in before if after.get(key) != before[key])
+        print(f"dvc repro --force: {forced:.1f} s; {len(before)} outs, {len(changed)} with a new hash")
+        for key in changed:
+            print(f"  changed: {key}")
+    if args.keep or args.workspace:
+        print(f"workspace: {workspace}")
+    else:
+        shutil.rmtree(workspace)
+
+
+if __name__ == "__main__":
+    main()

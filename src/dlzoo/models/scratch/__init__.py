@@ -1,1 +1,0 @@
-"""A neuron and an MLP in plain NumPy, with hand-written backpropagation and gradient descent."""

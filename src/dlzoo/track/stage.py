@@ -1,0 +1,59 @@
+"""The track stage: each experiment's evaluation and export, added to the MLflow run that trained it.
+
+The run is found by its tags (the experiment name and the SHA-256 of the model file, which DVC
+pins), its duration stays the training's, and the ONNX file is logged and registered as
+`dlzoo-<experiment>`. One process does it for every experiment: MLflow takes seconds to load, and
+the evaluate and export stages stay free of it (their outputs depend on their inputs only). An
+experiment whose results are already in its run (same metrics and ONNX bytes) is skipped, so a
+rerun registers no duplicate versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import mlflow
+
+from dlzoo import repository, track
+from dlzoo.records import ExportMetadata, Metrics
+
+SPLITS = ("test", "test_full")
+LOGGED_TAG = "dlzoo.logged_results_sha256"  # metrics + ONNX bytes already added to this run
+
+
+def run(names: list[str], metrics_dir: Path, exports_dir: Path, plots_dir: Path) -> dict[str, str]:
+    """{experiment: 'logged' | 'unchanged'} for every experiment."""
+    return {name: _track(name, metrics_dir, exports_dir / name, plots_dir / name) for name in names}
+
+
+def _track(name: str, metrics_dir: Path, export_dir: Path, plots_dir: Path) -> str:
+    metrics_file = metrics_dir / f"{name}.json"
+    onnx_file = export_dir / repository.MODEL_FILE
+    metadata = ExportMetadata.read(export_dir / repository.METADATA_FILE)
+    digest = hashlib.sha256(metrics_file.read_bytes() + onnx_file.read_bytes()).hexdigest()
+    with track.training_run(metadata.task, name, metadata.source_sha256) as active:
+        if active.data.tags.get(LOGGED_TAG) == digest:
+            return "unchanged"
+        results = Metrics.read(metrics_file).to_json()
+        for split in SPLITS:
+            if split in results:
+                mlflow.log_metrics(track.scalar_metrics(split, results[split]))
+        mlflow.log_metrics({"onnx_parity_max_abs_diff": metadata.parity.max_abs_diff})
+        mlflow.log_dict(results, "evaluation/metrics.json")
+        mlflow.log_artifacts(str(plots_dir), artifact_path="evaluation")
+        _log_onnx(name, onnx_file)
+        mlflow.set_tag(LOGGED_TAG, digest)
+    return "logged"
+
+
+def _log_onnx(name: str, onnx_file: Path) -> None:
+    import onnx
+    import onnxruntime
+
+    mlflow.onnx.log_model(
+        onnx.load(str(onnx_file)),
+        name="onnx",
+        registered_model_name=f"dlzoo-{name}",
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
+    )
