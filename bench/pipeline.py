@@ -1,13 +1,15 @@
-"""Wall time of the demo pipeline from an empty workspace, per stage and in total.
+"""Wall time of the pipeline from an empty workspace, per stage and in total.
 
-Copies the project's pipeline (dvc.yaml, params.yaml, src/) into a fresh git + DVC workspace,
-runs `dvc repro` there with DLZOO_TRACE_DIR set (each stage records what it imported), and
+Copies the project's pipeline (dvc.yaml, params.yaml, src/) into a fresh git + DVC workspace
+(its stages run that copy of src/, so editing the project meanwhile changes nothing), runs
+`dvc repro` there with DLZOO_TRACE_DIR set (each stage records what it imported), and
 prints each stage's wall time (from DVC's "Running stage" lines: the stage's process and DVC's
 own bookkeeping), the total, how many stage processes loaded TensorFlow, and the time of a
 no-op `dvc repro` after it. With --force-twice it then runs `dvc repro --force` and reports
 every out whose hash in dvc.lock changed (byte reproducibility).
 
     python bench/pipeline.py [--workspace DIR] [--keep] [--force-twice]
+    python bench/pipeline.py --profile full --mirror ../shared/datasets   # the real data
 """
 
 from __future__ import annotations
@@ -28,22 +30,29 @@ PROJECT = Path(__file__).resolve().parents[1]
 COPIED = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
 
 
-def environment(traces: Path) -> dict[str, str]:
+def environment(workspace: Path, traces: Path) -> dict[str, str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.update(DLZOO_TRACE_DIR=str(traces), DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env["PYTHONPATH"] = str(workspace / "src")  # ahead of the editable install's path
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("DLZOO_DATA_MIRROR", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     return env
 
 
-def prepare(workspace: Path) -> None:
+def prepare(workspace: Path, profile: str, mirror: Path | None) -> None:
     workspace.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         shutil.copy(PROJECT / name, workspace / name)
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    if (profile, mirror) != (params["data"]["profile"], None):
+        params["data"]["profile"] = profile
+        if mirror is not None:
+            params["data"]["mirror"] = str(mirror.resolve())
+        (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(PROJECT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__"))
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(command, cwd=workspace, check=True, env=environment(workspace / "traces"))
+        subprocess.run(command, cwd=workspace, check=True, env=environment(workspace, workspace / "traces"))
 
 
 def timed_repro(workspace: Path, traces: Path, *extra: str) -> tuple[float, list[tuple[str, float]]]:
@@ -52,7 +61,7 @@ def timed_repro(workspace: Path, traces: Path, *extra: str) -> tuple[float, list
     process = subprocess.Popen(
         ["dvc", "repro", *extra],
         cwd=workspace,
-        env=environment(traces),
+        env=environment(workspace, traces),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -101,9 +110,11 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the workspace")
     parser.add_argument("--force-twice", action="store_true", help="then `dvc repro --force`, compare outs")
+    parser.add_argument("--profile", choices=("demo", "full"), default="demo", help="data.profile")
+    parser.add_argument("--mirror", type=Path, help="data.mirror: a local copy of the real data")
     args = parser.parse_args()
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="dlzoo-bench-"))
-    prepare(workspace)
+    prepare(workspace, args.profile, args.mirror)
     total, stages = timed_repro(workspace, workspace / "traces")
     report(total, stages, workspace / "traces")
     noop, _ = timed_repro(workspace, workspace / "traces-noop")

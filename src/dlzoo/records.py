@@ -27,6 +27,9 @@ Profile = Literal["demo", "full"]
 Number = int | float
 SOURCE_FILE = "source.json"  # data/raw/<set>/: where every raw byte came from
 SUMMARY_FILE = "summary.json"  # in a model directory, beside the model
+# An export directory (and each repository version): the ONNX file and its ExportMetadata.
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
 
 
 class RecordError(DlzooError):

@@ -30,12 +30,10 @@ from tritonclient.grpc import model_config_pb2 as triton
 
 from dlzoo.config.experiments import ServingSettings
 from dlzoo.errors import DlzooError
-from dlzoo.records import ExportMetadata, TensorInfo
+from dlzoo.records import METADATA_FILE, MODEL_FILE, ExportMetadata, TensorInfo
 from dlzoo.store import atomic_directory
 
 VERSION = "1"
-MODEL_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
 CONFIG_FILE = "config.pbtxt"
 VOCABULARY_FILE = "vocabulary.json"
 LABELS_FILE = "labels.txt"  # Triton's label file, beside config.pbtxt

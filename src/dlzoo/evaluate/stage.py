@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from dlzoo import onnx_model, problems, repository
+from dlzoo import onnx_model, problems
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.text import Vocabulary
 from dlzoo.evaluate import plots, scoring
-from dlzoo.records import DataInfo, ExportMetadata, Headline, Metrics, TextInput
+from dlzoo.records import METADATA_FILE, MODEL_FILE, DataInfo, ExportMetadata, Headline, Metrics, TextInput
 from dlzoo.store import atomic_directory
 
 SPLITS = ("test", "test_full")
@@ -59,8 +59,8 @@ class Evaluation:
 
 def run(name: str, files: Files) -> Metrics:
     info = load_info(files.data_dir)
-    metadata = ExportMetadata.read(files.export_dir / repository.METADATA_FILE)
-    session = onnx_model.session(files.export_dir / repository.MODEL_FILE)
+    metadata = ExportMetadata.read(files.export_dir / METADATA_FILE)
+    session = onnx_model.session(files.export_dir / MODEL_FILE)
     problem = metadata.problem
     with atomic_directory(files.plots_dir) as staging:
         evaluation = Evaluation(name, session, problem, info, files.data_dir, staging)

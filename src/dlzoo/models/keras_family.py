@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
 
 from dlzoo import runtime
@@ -97,8 +96,17 @@ class KerasFamily:
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics (and learning rate) to the active MLflow run."""
+    """Logs every epoch's metrics (and learning rate) to the active MLflow run, in batches."""
+
+    def __init__(self) -> None:
+        from dlzoo import track  # the train stage's module: export loads this file, not MLflow
+
+        super().__init__()
+        self._metrics = track.EpochMetrics()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs:
-            mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch + 1)
+            self._metrics.add(epoch + 1, logs)
+
+    def on_train_end(self, logs=None):
+        self._metrics.flush()

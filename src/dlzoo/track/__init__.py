@@ -18,12 +18,14 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import requests
+from mlflow.entities import Metric
 
 from dlzoo.errors import DlzooError
 from dlzoo.records import DataInfo
@@ -270,8 +272,37 @@ def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
 
 
+class EpochMetrics:
+    """Per-epoch metrics of the active run, sent in batches.
+
+    One store transaction per flush rather than one per epoch: logging moons_mlp's 200 epochs
+    one by one took 5 s of a 37 s stage on SQLite. A flush every FLUSH_SECONDS keeps a long
+    training's curves live in the UI; a training that raises loses at most that much of them.
+    """
+
+    FLUSH_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self._pending: list[Metric] = []
+        self._flushed = time.monotonic()
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self._pending += [Metric(key, float(value), now, step) for key, value in values.items()]
+        if time.monotonic() - self._flushed >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=self._pending)
+        self._pending = []
+        self._flushed = time.monotonic()
+
+
 def log_history(history: list[dict[str, Any]]) -> None:
     """For models trained outside Keras (the NumPy MLP): the same per-epoch metrics."""
+    metrics = EpochMetrics()
     for row in history:
-        metrics = {key: value for key, value in row.items() if key not in ("epoch", "phase")}
-        mlflow.log_metrics(metrics, step=int(row["epoch"]))
+        values = {key: value for key, value in row.items() if key not in ("epoch", "phase")}
+        metrics.add(int(row["epoch"]), values)
+    metrics.flush()
