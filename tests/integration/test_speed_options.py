@@ -22,7 +22,8 @@ def float32_afterwards():
     runtime.configure_precision(False)  # the policy is global: later tests expect float32
 
 
-@pytest.mark.parametrize("name", ["imdb_gru", "cifar_cnn"])
+# The recurrent case compiles a GRU with XLA for a minute: `make test-all` runs it.
+@pytest.mark.parametrize("name", [pytest.param("imdb_gru", marks=pytest.mark.slow), "cifar_cnn"])
 def test_mixed_precision_xla_mirrored_no_cudnn_train_and_export_within_tolerance(
     project_root,
     demo_data,
