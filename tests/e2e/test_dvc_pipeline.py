@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ci.rerun_table import set_param  # the same edit the README's rerun table makes
 
 pytestmark = pytest.mark.e2e
 
@@ -60,33 +61,23 @@ def stages_run(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("Running stage")]
 
 
-def set_param(project: Path, keys: list[str], value) -> None:
-    params_path = project / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    node = params
-    for key in keys[:-1]:
-        node = node[key]
-    node[keys[-1]] = value
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_changing_one_data_block_reruns_only_its_stage(project: Path):
     run(["dvc", "repro", *DATA_STAGES], project)
-    set_param(project, ["data", "moons", "noise"], 0.2)
+    set_param("data", "moons", "noise", value=0.2)(project)
     assert stages_run(run(["dvc", "repro", *DATA_STAGES], project)) == ["Running stage 'generate@moons':"]
 
 
 def test_train_stages_log_to_the_root_store_and_rerun_only_what_changed(project: Path):
     targets = ["train@moons_mlp", "train@blobs_mlp"]
     for name in ("moons_mlp", "blobs_mlp"):  # a few epochs: what reruns is the point, not accuracy
-        set_param(project, ["experiments", name, "training", "demo_max_epochs"], 5)
+        set_param("experiments", name, "training", "demo_max_epochs", value=5)(project)
     first = run(["dvc", "repro", *targets], project)
     assert {f"Running stage '{target}':" for target in targets} <= set(stages_run(first))
     assert (project / "models" / "moons_mlp" / "model.keras").is_file()
     assert (project / "plots" / "history" / "blobs_mlp.csv").is_file()
     assert (project / "mlflow.db").is_file()  # the default store: an absolute SQLite URI at the root
 
-    set_param(project, ["experiments", "moons_mlp", "training", "epochs"], 3)
+    set_param("experiments", "moons_mlp", "training", "epochs", value=3)(project)
     assert stages_run(run(["dvc", "repro", *targets], project)) == ["Running stage 'train@moons_mlp':"]
 
 
