@@ -12,12 +12,15 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run full ui serve bench-serve mlserver-venv test test-all lint format clean
+.PHONY: help setup system-packages run full ui sweep serve bench-serve mlserver-venv test test-all lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install dlzoo with its dev extras
+setup: system-packages $(STAMP) ## create .venv and install dlzoo with its dev extras (and Chromium, PostgreSQL)
+
+system-packages: ## Debian's chromium and postgresql, which the tests start (apt-get, if missing)
+	@bash ci/system_packages.sh
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +34,17 @@ run: setup ## run the pipeline (dvc repro) on params.yaml's profile: demo by def
 full: setup ## run the pipeline on the real data: DLZOO_DATA_MIRROR=dir make full (or with network)
 	$(BIN)/dvc exp run -S data.profile=full
 
-ui: setup ## open the MLflow UI on the local store (http://127.0.0.1:5000)
+ui: setup ## the MLflow UI on the local store; prints each experiment's URL (its training runs)
+	@MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/dlzoo ui-urls --url http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+SWEEP_EXPERIMENT ?= blobs_mlp
+SWEEP ?= experiments.$(SWEEP_EXPERIMENT).training.learning_rate=0.003,0.01,0.03
+sweep: setup ## queue a grid with dvc exp run --queue -S, run it on 2 workers: SWEEP='key=a,b' make sweep
+	$(BIN)/dvc exp run --queue -S '$(SWEEP)'
+	$(BIN)/dvc queue start -j 2
+	$(BIN)/python ci/wait_for_queue.py
+	$(BIN)/dvc exp show --only-changed --drop 'Created|State|Executor'
 
 serve: setup ## serve models/repository over the Open Inference Protocol (REST :8000, gRPC :8001)
 	$(BIN)/dlzoo serve --repository models/repository --host 127.0.0.1 --port 8000 --grpc-port 8001

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dlzoo.config import DEFAULT_PARAMS, load_params
-from dlzoo.errors import DlzooError
+from dlzoo.errors import DlzooError, Terminated
 
 VERBOSE_ENV = "DLZOO_VERBOSE"  # Keras' progress output: no output depends on it, so it is no param
 TRACE_ENV = "DLZOO_TRACE_DIR"  # write what each command read there (tests/e2e/test_stage_dependencies.py)
@@ -94,6 +96,13 @@ def _track(args: argparse.Namespace) -> None:
     names = list(load_params(args.params).experiments)
     for name, outcome in stage.run(names, args.metrics, args.exports, args.plots).items():
         print(f"{name}: {outcome}")
+
+
+def _ui_urls(args: argparse.Namespace) -> None:
+    from dlzoo import track
+
+    for name, url in track.ui_urls(args.url).items():
+        print(f"{name}: {url}")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -342,20 +351,41 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
             "--plots": _path("directory of per-experiment plots"),
         },
     ),
+    "ui-urls": (
+        "the MLflow UI's address for each experiment, opened on its training runs",
+        _ui_urls,
+        {"--url": {"default": "http://127.0.0.1:5000", "help": "the UI's address (default: %(default)s)"}},
+    ),
     "serve": ("serve the model repository over the Open Inference Protocol", _serve, SERVE_ARGUMENTS),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Only the main thread may set handlers (a caller may run main() in a thread).
+    handles_signals = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if handles_signals else None
     try:
         args.run(args)
     except (ValueError, DlzooError) as error:
         print(f"dlzoo {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"dlzoo {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return Terminated.exit_code
+    except KeyboardInterrupt:
+        print(f"dlzoo {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    finally:
+        if handles_signals:
+            signal.signal(signal.SIGTERM, previous)
     if os.environ.get(TRACE_ENV):
         _write_trace(Path(os.environ[TRACE_ENV]), sys.argv[1:] if argv is None else argv)
     return 0
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _write_trace(directory: Path, argv: list[str]) -> None:

@@ -27,6 +27,9 @@ Profile = Literal["demo", "full"]
 Number = int | float
 SOURCE_FILE = "source.json"  # data/raw/<set>/: where every raw byte came from
 SUMMARY_FILE = "summary.json"  # in a model directory, beside the model
+# A history column (and compiled Keras metric) of models with a weight penalty: the loss alone,
+# comparable across runs; Keras' `loss` adds the L1/L2 penalty.
+DATA_LOSS = "data_loss"
 # An export directory (and each repository version): the ONNX file and its ExportMetadata.
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -73,6 +76,7 @@ class SplitSummary(Record):
     x_range: list[Number] | None  # None for an empty split
     y_shape: list[int]
     y_dtype: str
+    sha256: str  # of the split's .npz file: the dataset's identity in MLflow
     class_counts: dict[str, int] | None = None  # classification only
 
 

@@ -119,6 +119,8 @@ def test_a_family_in_its_own_module_trains_exports_evaluates_and_is_tracked(
         export_dir / name, data, history, metrics_dir / f"{name}.json", plots_dir / name
     )
     metrics = dlzoo.evaluate.stage.run(name, files)
+    client = MlflowClient(store)
+    trained = client.get_run(track.training_run_id(summary.task, name, metadata.source_sha256)).info
     outcomes = dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir)
 
     assert summary == TrainSummary.read(model_dir / SUMMARY_FILE)
@@ -132,12 +134,45 @@ def test_a_family_in_its_own_module_trains_exports_evaluates_and_is_tracked(
     assert Metrics.read(metrics_dir / f"{name}.json") == metrics
     assert (plots_dir / name / "test_confusion.png").is_file()
     assert outcomes == {name: "logged"}
-    client = MlflowClient(store)
     run = client.get_run(track.training_run_id(summary.task, name, metadata.source_sha256))
     assert run.data.params["family"] == "conv1d" and run.info.status == "FINISHED"
+    # Results are added by id: the run keeps the training's end time (its duration in the UI).
+    assert (run.info.start_time, run.info.end_time) == (trained.start_time, trained.end_time)
+    assert {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")} >= {
+        "evaluation/metrics.json",
+        "evaluation/test_confusion.png",
+    }
     assert run.data.metrics["test_accuracy"] == metrics.test.accuracy
     assert run.data.metrics["onnx_parity_max_abs_diff"] == metadata.parity.max_abs_diff
     # A second track run finds its results in the run: no new model version is registered.
     assert dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir) == {name: "unchanged"}
     (version,) = client.search_model_versions(f"name = 'dlzoo-{name}'")
     assert version.run_id == run.info.run_id
+
+
+def test_track_records_a_tagged_run_when_the_training_run_is_not_in_the_store(
+    project_root, demo_data, tmp_path, store, monkeypatch
+):
+    """After `dvc pull` elsewhere: outputs without their MLflow run. Results still land, matched by tags."""
+    name = "blobs_mlp"
+    params = load_params(project_root / "params.yaml")
+    data = demo_data / "processed" / "blobs"
+    model_dir, history = tmp_path / "models" / name, tmp_path / "history.csv"
+    export_dir, metrics_dir, plots_dir = tmp_path / "onnx", tmp_path / "metrics", tmp_path / "plots"
+    dlzoo.train.stage.run(name, params, dlzoo.train.stage.Files(data, model_dir, history, None), verbose=0)
+    metadata = dlzoo.export.stage.run(name, params, model_dir, data, export_dir / name)
+    files = dlzoo.evaluate.stage.Files(
+        export_dir / name, data, history, metrics_dir / f"{name}.json", plots_dir / name
+    )
+    metrics = dlzoo.evaluate.stage.run(name, files)
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"  # another machine's (empty) store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir) == {name: "logged"}
+    client = MlflowClient(other)
+    run = client.get_run(track.training_run_id("blobs", name, metadata.source_sha256))
+    assert run.data.tags[track.MISSING_RUN_TAG] == "not in this store" and run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == metrics.test.accuracy
+    (version,) = client.search_model_versions(f"name = 'dlzoo-{name}'")
+    assert version.run_id == run.info.run_id
+    assert dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir) == {name: "unchanged"}

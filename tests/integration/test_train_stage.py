@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import json
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from dlzoo import track
@@ -70,10 +76,43 @@ def test_a_keras_run_records_params_metric_history_model_and_tags(project_root, 
     assert run.data.params["training.batch_size"] == "32"
     assert run.data.params["model.hidden_units"] == "[32, 16]"
     assert run.data.params["data.profile"] == "demo"
-    for metric in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
+    # One naming scheme: train_* and val_* per epoch; no Keras names beside them.
+    for metric in ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "learning_rate"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert [point.step for point in history] == [1, 2, 3, 4], metric
+    assert set(run.data.metrics) == {
+        "train_loss",
+        "val_loss",
+        "train_accuracy",
+        "val_accuracy",
+        "learning_rate",
+        "train_seconds",
+    }
     assert run.data.metrics["train_seconds"] > 0
+    # The experiment opens on its training runs in MLflow 3's UI, artefacts under the project root.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+    # The three splits are the run's dataset inputs, identified by their files' SHA-256.
+    info = json.loads((demo_data / "processed" / "blobs" / "info.json").read_text())
+    inputs = {
+        {tag.key: tag.value for tag in item.tags}["mlflow.data.context"]: item
+        for item in run.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"training", "validation", "testing"}
+    for context, split in (("training", "train"), ("validation", "val"), ("testing", "test")):
+        dataset, tags = inputs[context].dataset, {tag.key: tag.value for tag in inputs[context].tags}
+        file_sha256 = hashlib.sha256(
+            (demo_data / "processed" / "blobs" / f"{split}.npz").read_bytes()
+        ).hexdigest()
+        assert tags[track.SHA256_TAG] == file_sha256 == info["splits"][split]["sha256"]
+        assert dataset.name == "blobs" and dataset.digest == file_sha256[:16]
+        assert json.loads(dataset.profile)["x_shape"] == info["splits"][split]["x_shape"]
+        assert json.loads(dataset.profile)["profile"] == "demo"
+    found = client.search_runs(
+        [run.info.experiment_id], "dataset.name = 'blobs' AND dataset.context = 'training'"
+    )
+    assert [item.info.run_id for item in found] == [run.info.run_id]
     # The train stage does not read the test split: the test metrics come later (evaluate, track).
     assert not [name for name in run.data.metrics if name.startswith("test_")]
     tags = run.data.tags
@@ -110,7 +149,7 @@ def test_the_numpy_mlp_is_tracked_like_the_others(project_root, demo_data, tmp_p
     run = training_run(tmp_path, summary, store)
     assert run.info.status == "FINISHED"
     val_accuracy = client.get_metric_history(run.info.run_id, "val_accuracy")
-    assert len(val_accuracy) == 300
+    assert len(val_accuracy) == 300 and len(client.get_metric_history(run.info.run_id, "train_loss")) == 300
     assert max(val_accuracy, key=lambda point: point.step).value >= 0.97
     assert summary.model_file == "model.npz"
     assert [item.path for item in client.list_artifacts(run.info.run_id, "model")] == ["model/model.npz"]
@@ -141,3 +180,60 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(
             run_stage(demo_data, tmp_path, params_with_epochs(project_root, "moons_mlp", 1), "moons_mlp")
     assert time.monotonic() - started < 15
     assert not (tmp_path / "models" / "moons_mlp").exists()
+
+
+def test_a_penalised_model_logs_its_loss_alone_and_the_penalty_apart(
+    project_root, demo_data, tmp_path, store
+):
+    """mnist_l2: Keras' loss adds the L2 penalty; train_loss/val_loss must compare across runs."""
+    params = params_with_epochs(project_root, "mnist_l2", 2)
+    summary = run_stage(demo_data, tmp_path, params, "mnist_l2")
+    client = MlflowClient(store)
+    run = training_run(tmp_path, summary, store)
+    rows = list(csv.DictReader((tmp_path / "history" / "mnist_l2.csv").open()))
+    for split, prefix in (("train", ""), ("val", "val_")):
+        alone = [point.value for point in client.get_metric_history(run.info.run_id, f"{split}_loss")]
+        penalty = [point.value for point in client.get_metric_history(run.info.run_id, f"{split}_penalty")]
+        keras_loss = [float(row[f"{prefix}loss"]) for row in rows]
+        assert alone == pytest.approx([float(row[f"{prefix}data_loss"]) for row in rows])
+        assert all(value > 0 for value in penalty), penalty
+        assert [a + b for a, b in zip(alone, penalty, strict=True)] == pytest.approx(keras_loss)
+
+
+def test_a_training_stopped_by_sigterm_ends_killed_and_leaves_no_staging_directory(
+    project_root, demo_data, tmp_path, store
+):
+    """What a CI time-out or a preempted runner does: SIGTERM to `dlzoo train` in the middle of fit."""
+    params_file = tmp_path / "params.yaml"
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
+    raw["experiments"]["mnist_baseline"]["training"].update(epochs=500, demo_max_epochs=500)
+    raw["experiments"]["mnist_baseline"]["training"]["early_stopping"] = None
+    params_file.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "models" / "mnist_baseline"
+    command = [sys.executable, "-m", "dlzoo.cli", "--params", str(params_file), "train", "mnist_baseline"]
+    command += [
+        "--data",
+        str(demo_data / "processed" / "mnist"),
+        "--pretrained",
+        str(demo_data / "raw" / "none"),
+    ]
+    command += ["--out", str(out), "--history", str(tmp_path / "history.csv"), "--verbose", "2"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for line in process.stdout:  # Keras prints one line per epoch: the second epoch is under way
+            if line.startswith("Epoch 2/"):
+                break
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "dlzoo train: error" not in stderr and "stopped by SIGTERM" in stderr
+    (run,) = MlflowClient(store).search_runs(
+        [MlflowClient(store).get_experiment_by_name("mnist-regularization").experiment_id]
+    )
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert not out.exists()
+    assert [path.name for path in out.parent.iterdir()] == []  # no `.mnist_baseline.tmp-*` left

@@ -11,7 +11,7 @@ import pytest
 from dlzoo.config import load_params
 from dlzoo.data import standins
 from dlzoo.data.generated import generate
-from dlzoo.data.sources import sha256_of
+from dlzoo.store import sha256_of
 
 PROJECT = Path(__file__).resolve().parents[2]
 DATA = load_params(PROJECT / "params.yaml").data

@@ -17,10 +17,9 @@ from dlzoo.data.sources import (
     default_cache_dir,
     fetch,
     resolve_mirror,
-    sha256_of,
 )
 from dlzoo.records import SOURCE_FILE
-from dlzoo.store import atomic_directory, save_json
+from dlzoo.store import atomic_directory, save_json, sha256_of
 
 NO_WEIGHTS = "none"  # `pretrained: none`: a directory with only a record, so the dep never changes
 DOWNLOADABLE = (*REMOTE_FILES, NO_WEIGHTS)

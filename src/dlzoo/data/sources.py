@@ -7,7 +7,6 @@ names plus a SHA256SUMS file) replaces the network entirely.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ import pooch
 import requests
 
 from dlzoo.errors import DlzooError
+from dlzoo.store import sha256_of
 
 MIRROR_ENV = "DLZOO_DATA_MIRROR"
 CACHE_ENV = "DLZOO_CACHE_DIR"
@@ -97,14 +97,6 @@ def fetch(remote: RemoteFile, cache_dir: Path, mirror: Path | None = None) -> Fe
     if mirror is not None:
         return _from_mirror(remote, mirror)
     return _from_network(remote, cache_dir)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checksums(mirror: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dlzoo.records import DataInfo
-from dlzoo.store import load_npz, save_npz
+from dlzoo.store import load_npz, save_npz, sha256_of
 
 INFO_FILE = "info.json"
 Split = tuple[np.ndarray, np.ndarray]
@@ -27,7 +27,7 @@ def write_splits(out_dir: Path, splits: dict[str, Split], info: dict[str, Any]) 
         if len(x) != len(y):
             raise ValueError(f"split {name}: {len(x)} inputs but {len(y)} targets")
         save_npz(out_dir / f"{name}.npz", x=x, y=y)
-        described[name] = describe_split(x, y, classes)
+        described[name] = describe_split(x, y, classes) | {"sha256": sha256_of(out_dir / f"{name}.npz")}
     full_info = DataInfo.model_validate({**info, "splits": described})
     full_info.write(out_dir / INFO_FILE)
     return full_info

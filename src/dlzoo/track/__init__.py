@@ -19,20 +19,29 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import requests
-from mlflow.entities import Metric
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric, RunStatus
 
-from dlzoo.errors import DlzooError
-from dlzoo.records import DataInfo
+from dlzoo.errors import DlzooError, Terminated
+from dlzoo.records import DATA_LOSS, DataInfo
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 EXPERIMENT_TAG = "dlzoo.experiment"
 MODEL_SHA256_TAG = "dlzoo.model_sha256"
+MISSING_RUN_TAG = "dlzoo.training_run"  # on a run made for results whose training run is elsewhere
+SHA256_TAG = "dlzoo.sha256"  # a dataset input's full SHA-256 (MLflow's digest holds 36 characters)
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on GenAI traces.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+UI_QUERY = "workflowType=machine_learning"  # the UI-wide switch to the model-training view
 ENVIRONMENT_ARTIFACTS = "environment"  # the run's artifact directory for what log_environment() writes
 
 
@@ -201,12 +210,110 @@ def _git_commit() -> str:
 
 @contextlib.contextmanager
 def start_run(task: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
-    """An MLflow run in experiment `task`; ends FINISHED, or FAILED if the block raises."""
+    """An MLflow run in experiment `task`; ends FINISHED, FAILED if the block raises, KILLED if stopped.
+
+    Stopped means Ctrl-C (KeyboardInterrupt) or SIGTERM (the CLI turns it into `Terminated`).
+    """
     _connect()
-    mlflow.set_experiment(task)
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
-        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
-        yield run
+    experiment_id = ensure_experiment(task)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        try:
+            mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+            yield run
+        except (KeyboardInterrupt, Terminated):
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
+
+
+def run_name(experiment: str) -> str:
+    """`blobs_mlp`, or `blobs_mlp@<dvc experiment>` inside `dvc exp run`: sweep points apart in the UI."""
+    dvc_experiment = os.environ.get("DVC_EXP_NAME")
+    return f"{experiment}@{dvc_experiment}" if dvc_experiment else experiment
+
+
+def ensure_experiment(task: str) -> str:
+    """The experiment's id, creating it with a fixed artefact location and the UI's kind tag.
+
+    MLflow resolves its default artefact root (`./mlruns`) against the working directory when an
+    experiment is created; created from a `dvc exp run --queue` copy, it would point into a
+    directory DVC deletes. With the local SQLite store the location is the project root's
+    `mlruns`; a tracking server chooses its own (its `--artifacts-destination`).
+    """
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(task)
+    if found is not None:
+        return found.experiment_id
+    served = tracking_uri().startswith(("http://", "https://"))
+    location = None if served else (project_root() / "mlruns").as_uri()
+    try:
+        return client.create_experiment(task, artifact_location=location, tags=EXPERIMENT_TAGS)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel stage
+        found = client.get_experiment_by_name(task)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def ui_urls(base: str) -> dict[str, str]:
+    """{experiment: URL} of the MLflow UI, each on the experiment's runs in the model-training view.
+
+    MLflow 3's UI opens an experiment on its GenAI traces unless the UI-wide switch (kept in the
+    browser) says otherwise; the URL parameter selects the training view whatever the browser
+    holds, but only on an experiment's own page, so there is one URL per experiment.
+    """
+    _connect()
+    base = base.rstrip("/")
+    urls = {"(all experiments)": f"{base}/#/experiments?{UI_QUERY}"}
+    for experiment in sorted(mlflow.MlflowClient().search_experiments(), key=lambda item: item.name):
+        if experiment.name != "Default":
+            urls[experiment.name] = f"{base}/#/experiments/{experiment.experiment_id}/runs?{UI_QUERY}"
+    return urls
+
+
+def log_datasets(data_dir: Path, info: DataInfo) -> None:
+    """The processed splits as the active run's dataset inputs: the Dataset column, `dataset.*` search.
+
+    Nothing is read but info.json: it holds each split's shape and the SHA-256 of its file. MLflow
+    caps a digest at 36 characters; the full hash is the input's `dlzoo.sha256` tag.
+    """
+    datasets, contexts, tags = [], [], []
+    # Training first: the runs table's Dataset column shows the first input.
+    order = {split: index for index, split in enumerate(SPLIT_CONTEXTS)}
+    for split, summary in sorted(info.splits.items(), key=lambda item: order.get(item[0], len(order))):
+        datasets.append(SplitDataset(Path(data_dir) / f"{split}.npz", info, split))
+        contexts.append(SPLIT_CONTEXTS.get(split, split))
+        tags.append({SHA256_TAG: summary.sha256, "dlzoo.split": split, "data.profile": info.profile})
+    mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=tags)
+
+
+class SplitDataset(MetaDataset):
+    """A split of a processed data set, described by its info.json entry, without its arrays."""
+
+    DIGEST_CHARACTERS = 16  # of the file's SHA-256; MLflow stores at most 36
+
+    def __init__(self, path: Path, info: DataInfo, split: str) -> None:
+        summary = info.splits[split]
+        self._profile = {
+            "profile": info.profile,
+            "stand_in": info.stand_in,
+            "split": split,
+            "count": summary.count,
+            "x_shape": summary.x_shape,
+            "x_dtype": summary.x_dtype,
+            "y_shape": summary.y_shape,
+            "sha256": summary.sha256,
+        }
+        with warnings.catch_warnings():  # MLflow 3.17 registers its local-file source twice, and says so
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(path))
+        super().__init__(source=source, name=info.dataset, digest=summary.sha256[: self.DIGEST_CHARACTERS])
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return self._profile
+
+    def to_dict(self) -> dict[str, str]:
+        return super().to_dict() | {"profile": json.dumps(self._profile)}
 
 
 def training_run_id(task: str, experiment: str, model_sha256: str) -> str | None:
@@ -226,32 +333,21 @@ def training_run_id(task: str, experiment: str, model_sha256: str) -> str | None
     return found[0].info.run_id if found else None
 
 
-@contextlib.contextmanager
-def training_run(task: str, experiment: str, model_sha256: str) -> Iterator[Any]:
-    """The run that trained this model file, active for logging, its status and end time kept.
+def results_run_id(task: str, experiment: str, model_sha256: str) -> str:
+    """Where a model's later results go: the run that trained it, found by its tags, never reopened.
 
-    Adding results later must not stretch the run's duration to the time they were added. Where
-    the store does not have the run (the model came from `dvc pull`, the store is new), a new run
-    with the same tags takes the results, tagged as such.
+    Results are added by run id (MlflowClient), so the run's status and end time stay the
+    training's. Where the store does not have that run (the model came from `dvc pull`, the store
+    is new), a new run with the same two tags takes them, tagged `dlzoo.training_run`.
     """
     run_id = training_run_id(task, experiment, model_sha256)
-    if run_id is None:
-        mlflow.set_experiment(task)
-        tags = {
-            EXPERIMENT_TAG: experiment,
-            MODEL_SHA256_TAG: model_sha256,
-            "dlzoo.training_run": "not in this store",
-        }
-        with mlflow.start_run(run_name=experiment, tags=tags) as run:
-            yield run
-        return
+    if run_id is not None:
+        return run_id
+    tags = {EXPERIMENT_TAG: experiment, MODEL_SHA256_TAG: model_sha256, MISSING_RUN_TAG: "not in this store"}
     client = mlflow.MlflowClient()
-    before = client.get_run(run_id).info
-    try:
-        with mlflow.start_run(run_id=run_id) as run:
-            yield run
-    finally:
-        client.set_terminated(run_id, status=before.status, end_time=before.end_time)
+    created = client.create_run(ensure_experiment(task), tags=tags, run_name=experiment)
+    client.set_terminated(created.info.run_id, status="FINISHED")
+    return created.info.run_id
 
 
 def scalar_metrics(prefix: str, scores: dict[str, Any]) -> dict[str, float]:
@@ -272,6 +368,27 @@ def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
 
 
+def epoch_names(logs: dict[str, float]) -> dict[str, float]:
+    """Keras' epoch logs under one scheme: `train_*` and `val_*` (the test split is evaluate's, `test_*`).
+
+    For a model with an L1/L2 penalty, `*_loss` is the loss alone (the compiled `data_loss`
+    metric), comparable with every other run's, and `*_penalty` what Keras' loss added to it.
+    """
+    named = {}
+    for key, value in logs.items():
+        if key == "learning_rate":
+            named[key] = value
+        else:
+            split, metric = ("val", key.removeprefix("val_")) if key.startswith("val_") else ("train", key)
+            named[f"{split}_{metric}"] = value
+    for split in ("train", "val"):
+        alone = named.pop(f"{split}_{DATA_LOSS}", None)
+        if alone is not None:
+            named[f"{split}_penalty"] = named[f"{split}_loss"] - alone
+            named[f"{split}_loss"] = alone
+    return named
+
+
 class EpochMetrics:
     """Per-epoch metrics of the active run, sent in batches.
 
@@ -288,7 +405,7 @@ class EpochMetrics:
 
     def add(self, step: int, values: dict[str, float]) -> None:
         now = int(time.time() * 1000)
-        self._pending += [Metric(key, float(value), now, step) for key, value in values.items()]
+        self._pending += [Metric(key, float(value), now, step) for key, value in epoch_names(values).items()]
         if time.monotonic() - self._flushed >= self.FLUSH_SECONDS:
             self.flush()
 

@@ -1,19 +1,21 @@
 """The track stage: each experiment's evaluation and export, added to the MLflow run that trained it.
 
 The run is found by its tags (the experiment name and the SHA-256 of the model file, which DVC
-pins), its duration stays the training's, and the ONNX file is logged and registered as
-`dlzoo-<experiment>`. One process does it for every experiment: MLflow takes seconds to load, and
-the evaluate and export stages stay free of it (their outputs depend on their inputs only). An
-experiment whose results are already in its run (same metrics and ONNX bytes) is skipped, so a
-rerun registers no duplicate versions.
+pins) and written to by id, never reopened, so its status and duration stay the training's. The
+ONNX file is logged and registered as `dlzoo-<experiment>`. One process does it for every
+experiment: MLflow takes seconds to load, and the evaluate and export stages stay free of it
+(their outputs depend on their inputs only). An experiment whose results are already in its run
+(same metrics and ONNX bytes) is skipped, so a rerun registers no duplicate versions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Metric
 
 from dlzoo import repository, track
 from dlzoo.records import ExportMetadata, Metrics
@@ -32,22 +34,25 @@ def _track(name: str, metrics_dir: Path, export_dir: Path, plots_dir: Path) -> s
     onnx_file = export_dir / repository.MODEL_FILE
     metadata = ExportMetadata.read(export_dir / repository.METADATA_FILE)
     digest = hashlib.sha256(metrics_file.read_bytes() + onnx_file.read_bytes()).hexdigest()
-    with track.training_run(metadata.task, name, metadata.source_sha256) as active:
-        if active.data.tags.get(LOGGED_TAG) == digest:
-            return "unchanged"
-        results = Metrics.read(metrics_file).to_json()
-        for split in SPLITS:
-            if split in results:
-                mlflow.log_metrics(track.scalar_metrics(split, results[split]))
-        mlflow.log_metrics({"onnx_parity_max_abs_diff": metadata.parity.max_abs_diff})
-        mlflow.log_dict(results, "evaluation/metrics.json")
-        mlflow.log_artifacts(str(plots_dir), artifact_path="evaluation")
-        _log_onnx(name, onnx_file)
-        mlflow.set_tag(LOGGED_TAG, digest)
+    run_id = track.results_run_id(metadata.task, name, metadata.source_sha256)
+    client = mlflow.MlflowClient()
+    if client.get_run(run_id).data.tags.get(LOGGED_TAG) == digest:
+        return "unchanged"
+    results = Metrics.read(metrics_file).to_json()
+    values = {"onnx_parity_max_abs_diff": metadata.parity.max_abs_diff}
+    for split in SPLITS:
+        if split in results:
+            values |= track.scalar_metrics(split, results[split])
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()])
+    client.log_dict(run_id, results, "evaluation/metrics.json")
+    client.log_artifacts(run_id, str(plots_dir), artifact_path="evaluation")
+    _log_onnx(name, onnx_file, run_id)
+    client.set_tag(run_id, LOGGED_TAG, digest)
     return "logged"
 
 
-def _log_onnx(name: str, onnx_file: Path) -> None:
+def _log_onnx(name: str, onnx_file: Path, run_id: str) -> None:
     import onnx
     import onnxruntime
 
@@ -56,4 +61,5 @@ def _log_onnx(name: str, onnx_file: Path) -> None:
         name="onnx",
         registered_model_name=f"dlzoo-{name}",
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
+        run_id=run_id,  # by id: an active run would be reopened, and its end time moved
     )

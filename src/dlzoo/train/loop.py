@@ -14,6 +14,7 @@ import keras
 from dlzoo.config.experiments import TrainingConfig
 from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
+from dlzoo.records import DATA_LOSS
 from dlzoo.train import distributed
 from dlzoo.train.shared import FitSettings, make_dataset, make_optimizer
 
@@ -37,10 +38,13 @@ def set_seeds(seed: int, deterministic: bool) -> None:
 def compile_model(
     model: keras.Model, config: TrainingConfig, learning_rate: float, jit_compile: bool = False
 ) -> None:
+    metrics: list = list(config.metrics)
+    if model.losses:  # a weight penalty: Keras' loss includes it, so track the loss alone too
+        metrics.append(keras.metrics.MeanMetricWrapper(keras.losses.get(config.loss), name=DATA_LOSS))
     model.compile(
         optimizer=make_optimizer(config, learning_rate),
         loss=config.loss,
-        metrics=list(config.metrics),
+        metrics=metrics,
         jit_compile=jit_compile,
     )
 

@@ -58,10 +58,11 @@ def run(name: str, params: Params, files: Files, verbose: int = KERAS_VERBOSITY)
         print(f"{name}: {adjustment}")
         tags["dlzoo.adjustment"] = adjustment  # a device or demo-profile change of the config
     with (
-        track.start_run(job.experiment.task, name, _run_params(job), tags),
+        track.start_run(job.experiment.task, track.run_name(name), _run_params(job), tags),
         atomic_directory(files.out_dir) as staging,
     ):
         track.log_environment()
+        track.log_datasets(files.data_dir, job.info)
         started = time.perf_counter()
         history, size, saved = _train(job, staging, verbose)
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
