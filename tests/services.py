@@ -117,6 +117,14 @@ def s3_server(directory: Path) -> Iterator[S3]:
         yield S3(endpoint)
 
 
+def chromium() -> str:
+    """Debian's Chromium (or Google Chrome, on GitHub's Ubuntu runners): Playwright drives it."""
+    found = shutil.which("chromium") or shutil.which("google-chrome")
+    if found is None:
+        pytest.fail("Chromium not found: run `make system-packages` (apt-get install chromium)")
+    return found
+
+
 def postgres_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
