@@ -31,8 +31,14 @@ $(STAMP): pyproject.toml
 run: setup ## run the pipeline (dvc repro) on params.yaml's profile: demo by default, offline
 	$(BIN)/dvc repro
 
-full: setup ## run the pipeline on the real data: DLZOO_DATA_MIRROR=dir make full (or with network)
-	$(BIN)/dvc exp run -S data.profile=full
+# The real data from the network, or from a mirror directory: MIRROR=dir. A mirror file that is not
+# the upstream one is refused unless ACCEPT_SHA256 accepts its hash ('cifar10=<sha256> ...'; the
+# refusal prints the pair). Both become -S params, so params.yaml and dvc.lock record them.
+MIRROR ?=
+ACCEPT_SHA256 ?=
+full: setup ## run the pipeline on the real data: make full [MIRROR=dir] [ACCEPT_SHA256='set=sha256 ...']
+	$(BIN)/dvc exp run -S data.profile=full $(if $(MIRROR),-S 'data.mirror=$(MIRROR)') \
+	  $(foreach pair,$(ACCEPT_SHA256),-S 'data.mirror_accepted_sha256.$(pair)')
 
 ui: setup ## the MLflow UI on the local store; prints each experiment's URL (its training runs)
 	@MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/dlzoo ui-urls --url http://127.0.0.1:5000

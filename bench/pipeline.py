@@ -9,7 +9,11 @@ no-op `dvc repro` after it. With --force-twice it then runs `dvc repro --force` 
 every out whose hash in dvc.lock changed (byte reproducibility).
 
     python bench/pipeline.py [--workspace DIR] [--keep] [--force-twice]
-    python bench/pipeline.py --profile full --mirror ../shared/datasets   # the real data
+    python bench/pipeline.py --profile full --mirror ../shared/datasets \
+        --accept-mirror-sha256 cifar10=<sha256> ...                       # the real data
+
+A mirror file that is not the upstream one is refused unless --accept-mirror-sha256 names its
+hash (written to the workspace's data.mirror_accepted_sha256; the refusal prints the pair).
 """
 
 from __future__ import annotations
@@ -35,20 +39,31 @@ def environment(workspace: Path, traces: Path) -> dict[str, str]:
     env.update(DLZOO_TRACE_DIR=str(traces), DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
     env["PYTHONPATH"] = str(workspace / "src")  # ahead of the editable install's path
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The mirror comes from --mirror (the workspace's data.mirror); the retired DLZOO_DATA_MIRROR
+    # of the caller's shell would only make a full run refuse to start.
     for name in ("DLZOO_DATA_MIRROR", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     return env
 
 
-def prepare(workspace: Path, profile: str, mirror: Path | None) -> None:
+def accepted_pair(text: str) -> tuple[str, str]:
+    """'cifar10=<sha256>' -> ('cifar10', '<sha256>'); dlzoo's config checks both when it loads."""
+    name, equals, digest = text.partition("=")
+    if not (name and equals and digest):
+        raise argparse.ArgumentTypeError(f"expected <data set>=<sha256>, got {text!r}")
+    return name, digest
+
+
+def prepare(workspace: Path, profile: str, mirror: Path | None, accepted: dict[str, str]) -> None:
     workspace.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         shutil.copy(PROJECT / name, workspace / name)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    if (profile, mirror) != (params["data"]["profile"], None):
+    if (profile, mirror, accepted) != (params["data"]["profile"], None, {}):
         params["data"]["profile"] = profile
         if mirror is not None:
             params["data"]["mirror"] = str(mirror.resolve())
+        params["data"]["mirror_accepted_sha256"].update(accepted)
         (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(PROJECT / "src", workspace / "src", ignore=shutil.ignore_patterns("__pycache__"))
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
@@ -112,9 +127,17 @@ def main() -> None:
     parser.add_argument("--force-twice", action="store_true", help="then `dvc repro --force`, compare outs")
     parser.add_argument("--profile", choices=("demo", "full"), default="demo", help="data.profile")
     parser.add_argument("--mirror", type=Path, help="data.mirror: a local copy of the real data")
+    parser.add_argument(
+        "--accept-mirror-sha256",
+        type=accepted_pair,
+        action="append",
+        default=[],
+        metavar="SET=SHA256",
+        help="data.mirror_accepted_sha256.SET: use a mirror file that is not the upstream one (repeatable)",
+    )
     args = parser.parse_args()
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="dlzoo-bench-"))
-    prepare(workspace, args.profile, args.mirror)
+    prepare(workspace, args.profile, args.mirror, dict(args.accept_mirror_sha256))
     total, stages = timed_repro(workspace, workspace / "traces")
     report(total, stages, workspace / "traces")
     noop, _ = timed_repro(workspace, workspace / "traces-noop")

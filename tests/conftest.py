@@ -29,7 +29,6 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         # An empty Keras home: the demo must not depend on what this machine has cached.
         patch.setenv("KERAS_HOME", str(root / "keras-home"))
-        patch.delenv("DLZOO_DATA_MIRROR", raising=False)
         for dataset in ("mnist", "cifar10", "imdb", "mobilenet_v2", "none"):  # none: `pretrained: none`
             assert main([*params, "download", dataset, "--out", str(root / "raw" / dataset)]) == 0
         for dataset in ("moons", "blobs", "sine"):

@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if handles_signals else None
     try:
         args.run(args)
-    except (ValueError, DlzooError) as error:
+    except DlzooError as error:  # the project's own errors say what to fix; anything else is a bug
         print(f"dlzoo {args.command}: error: {error}", file=sys.stderr)
         return 2
     except Terminated:

@@ -5,6 +5,14 @@ class DlzooError(RuntimeError):
     """A problem the user can fix; the message says how."""
 
 
+class InvalidInput(DlzooError, ValueError):
+    """A setting, argument or input file that cannot be used; the message says which and what would do.
+
+    Also a ValueError, so callers that catch bad values keep working. Any other ValueError is a
+    bug and keeps its traceback.
+    """
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (a CI time-out, a preempted runner, `kill`).
 

@@ -162,6 +162,7 @@ class ClassScores(Record):
 
 class ClassificationScores(Record):
     accuracy: float
+    accuracy_ci95: list[float]  # Wilson score interval of the accuracy on these samples
     loss: float  # log loss of the data alone (no L1/L2 penalty)
     macro_f1: float
     per_class: dict[str, ClassScores]
@@ -193,8 +194,15 @@ Scores = ClassificationScores | RegressionScores | ReconstructionScores
 
 
 class Headline(Record):
+    """The one number a table shows, with what it was measured on: a reader of `dvc metrics diff`
+    needs the sample count and the interval to tell a change from noise."""
+
     metric: str
     value: float
+    split: str  # test, or test_full where the data keep a larger test set
+    samples: int
+    ci95_low: float | None = None  # classification: Wilson 95% interval of the accuracy
+    ci95_high: float | None = None
 
 
 class Metrics(Record):

@@ -127,6 +127,10 @@ def test_onnx_models_are_registered_in_the_training_run_found_by_its_tags(tiny_p
         assert run.data.tags[track.MODEL_SHA256_TAG] == metadata.source_sha256
         assert "test_samples" in run.data.metrics and "onnx_parity_max_abs_diff" in run.data.metrics
         assert "train_seconds" in run.data.metrics and run.info.status == "FINISHED"
+        # The demo has no ImageNet weights: the transfer recipe trains its named random-weights variant.
+        variant = "random weights" if name == "cats_dogs_transfer" else None
+        assert run.info.run_name == (f"{name} ({variant})" if variant else name)
+        assert run.data.tags.get(track.VARIANT_TAG) == variant
 
 
 def test_the_exported_repository_serves_real_test_samples(tiny_project: Path):

@@ -23,11 +23,15 @@ from dlzoo.config import load_params
 from dlzoo.config.data import DataConfig
 from dlzoo.data.download import download
 from dlzoo.data.sources import (
+    ACCEPTED_MIRROR_SHA256,
     CACHE_ENV,
     CHECKSUMS_FILE,
     HDF5_SIGNATURE,
     MIRROR_ENV,
     REMOTE_FILES,
+    UPSTREAM_SHA256,
+    UPSTREAM_SIZE_AND_SIGNATURE,
+    Accepted,
     DownloadError,
     FetchedFile,
     RemoteFile,
@@ -35,6 +39,7 @@ from dlzoo.data.sources import (
     fetch,
     resolve_mirror,
 )
+from dlzoo.errors import DlzooError
 from dlzoo.records import SOURCE_FILE
 
 pytestmark = pytest.mark.integration
@@ -60,7 +65,8 @@ def entries(directory: Path) -> list[str]:
 
 
 def assert_fix_hint(message: str) -> None:
-    assert f"${MIRROR_ENV}" in message
+    assert "dvc exp run -S data.mirror=DIR" in message
+    assert MIRROR_ENV not in message, "the retired variable is no way to set the mirror"
     assert CHECKSUMS_FILE in message
     assert "data.profile: demo" in message
 
@@ -184,6 +190,7 @@ def test_good_file_is_fetched_verified_and_then_served_from_the_cache(server, ca
     assert fetched.path.read_bytes() == PAYLOAD
     assert fetched.sha256 == sha256(PAYLOAD) == remote.sha256
     assert fetched.origin == remote.url
+    assert fetched.verified_by == UPSTREAM_SHA256
     assert server.hits() == 1
     assert entries(cache_dir) == [NAME]
 
@@ -303,6 +310,7 @@ def test_unpinned_file_with_the_declared_size_and_hdf5_signature_passes(server, 
     assert fetched.path.read_bytes() == HDF5_BODY
     assert fetched.sha256 == sha256(HDF5_BODY)
     assert fetched.origin == remote.url
+    assert fetched.verified_by == UPSTREAM_SIZE_AND_SIGNATURE
     assert entries(cache_dir) == [WEIGHTS]
     assert server.hits(WEIGHTS) == 1
 
@@ -359,8 +367,121 @@ def test_mirror_hit_returns_the_mirror_file_without_any_request(server, tmp_path
     assert fetched.path.read_bytes() == PAYLOAD
     assert fetched.sha256 == sha256(PAYLOAD)
     assert fetched.origin == f"mirror:{mirror}"
+    assert fetched.verified_by == UPSTREAM_SHA256
     assert server.requests == []
     assert not cache_dir.exists(), "a mirror hit must not touch the cache"
+
+
+# A mirror copy that its own SHA256SUMS vouches for but that is not the pinned upstream file,
+# like the rebuilt archives of the shared mirror.
+ACCEPT_KEY = "data.mirror_accepted_sha256.test"
+
+
+def test_mirror_file_that_is_not_the_upstream_file_is_refused_with_the_setting_to_accept_it(
+    server, tmp_path, cache_dir
+):
+    mirror = make_mirror(tmp_path / "mirror", {NAME: OTHER})  # SHA256SUMS: the true hash of OTHER
+    remote = remote_for(server.serve(NAME, PAYLOAD))  # pinned: the hash of PAYLOAD
+
+    with pytest.raises(DownloadError) as caught:
+        fetch(remote, cache_dir=cache_dir, mirror=mirror, accepted=Accepted(ACCEPT_KEY))
+
+    assert isinstance(caught.value, DlzooError)
+    message = str(caught.value)
+    assert f"mirror file {mirror / NAME} is not the upstream {NAME}" in message
+    assert f"its SHA-256 {sha256(OTHER)} is not the pinned upstream {sha256(PAYLOAD)}" in message
+    assert "refused" in message
+    assert f"{CHECKSUMS_FILE} line: {sha256(OTHER)}  {NAME}" in message
+    assert f'set {ACCEPT_KEY}: "{sha256(OTHER)}" in params.yaml' in message
+    assert f"dvc exp run -S {ACCEPT_KEY}={sha256(OTHER)}" in message
+    assert remote.url in message, "the other fix: put the upstream file in the mirror"
+    assert server.requests == [], "a refused mirror file must not fall back to the network"
+    assert not cache_dir.exists()
+
+
+def test_mirror_file_whose_hash_params_accept_is_used_and_says_so(server, tmp_path, cache_dir):
+    mirror = make_mirror(tmp_path / "mirror", {NAME: OTHER})
+    remote = remote_for(server.serve(NAME, PAYLOAD))
+
+    fetched = fetch(remote, cache_dir=cache_dir, mirror=mirror, accepted=Accepted(ACCEPT_KEY, sha256(OTHER)))
+
+    assert fetched.path == mirror / NAME
+    assert fetched.sha256 == sha256(OTHER)
+    assert fetched.verified_by == ACCEPTED_MIRROR_SHA256
+    assert "data.mirror_accepted_sha256" in ACCEPTED_MIRROR_SHA256
+    assert server.requests == []
+
+
+def test_mirror_file_matching_upstream_is_recorded_as_upstream_even_with_another_hash_accepted(
+    server, tmp_path, cache_dir
+):
+    mirror = make_mirror(tmp_path / "mirror", {NAME: PAYLOAD})
+    remote = remote_for(server.serve(NAME, PAYLOAD))
+
+    fetched = fetch(remote, cache_dir=cache_dir, mirror=mirror, accepted=Accepted(ACCEPT_KEY, sha256(OTHER)))
+
+    assert fetched.verified_by == UPSTREAM_SHA256
+
+
+def test_mirror_file_with_a_stale_accepted_hash_is_refused_naming_both(server, tmp_path, cache_dir):
+    mirror = make_mirror(tmp_path / "mirror", {NAME: OTHER})
+    remote = remote_for(server.serve(NAME, PAYLOAD))
+    stale = sha256(b"the mirror's previous build")
+
+    with pytest.raises(DownloadError) as caught:
+        fetch(remote, cache_dir=cache_dir, mirror=mirror, accepted=Accepted(ACCEPT_KEY, stale))
+
+    message = str(caught.value)
+    assert f"params accept {stale}, which differs too" in message
+    assert f"dvc exp run -S {ACCEPT_KEY}={sha256(OTHER)}" in message
+    assert server.requests == []
+
+
+def test_network_file_is_never_let_in_by_an_accepted_mirror_hash(server, cache_dir):
+    remote = remote_for(server.serve(NAME, OTHER), body=PAYLOAD)
+
+    with pytest.raises(DownloadError, match="failed verification"):
+        fetch(remote, cache_dir=cache_dir, accepted=Accepted(ACCEPT_KEY, sha256(OTHER)))
+    assert entries(cache_dir) == []
+
+
+def unpinned_remote(url: str) -> RemoteFile:
+    return remote_for(url, body=HDF5_BODY, name=WEIGHTS, sha256=None)
+
+
+def test_unpinned_mirror_file_with_the_upstream_size_and_signature_passes(server, tmp_path, cache_dir):
+    mirror = make_mirror(tmp_path / "mirror", {WEIGHTS: HDF5_BODY})
+
+    fetched = fetch(unpinned_remote(server.url(WEIGHTS)), cache_dir=cache_dir, mirror=mirror)
+
+    assert fetched.verified_by == UPSTREAM_SIZE_AND_SIGNATURE
+    assert fetched.sha256 == sha256(HDF5_BODY)
+    assert server.requests == []
+
+
+REBUILT_WEIGHTS = HDF5_BODY + b"\x00" * 64  # a valid-looking HDF5 file of another size, like the mirror's
+
+
+def test_unpinned_mirror_file_of_another_size_is_refused_unless_its_hash_is_accepted(
+    server, tmp_path, cache_dir
+):
+    mirror = make_mirror(tmp_path / "mirror", {WEIGHTS: REBUILT_WEIGHTS})
+    remote = unpinned_remote(server.url(WEIGHTS))
+
+    with pytest.raises(DownloadError) as caught:
+        fetch(remote, cache_dir=cache_dir, mirror=mirror, accepted=Accepted(ACCEPT_KEY))
+
+    message = str(caught.value)
+    assert f"it has {len(REBUILT_WEIGHTS)} bytes (expected {len(HDF5_BODY)}), an HDF5 signature" in message
+    assert f"dvc exp run -S {ACCEPT_KEY}={sha256(REBUILT_WEIGHTS)}" in message
+    assert (mirror / WEIGHTS).read_bytes() == REBUILT_WEIGHTS, "the mirror itself is never modified"
+
+    accepted = Accepted(ACCEPT_KEY, sha256(REBUILT_WEIGHTS))
+    fetched = fetch(remote, cache_dir=cache_dir, mirror=mirror, accepted=accepted)
+
+    assert fetched.verified_by == ACCEPTED_MIRROR_SHA256
+    assert fetched.sha256 == sha256(REBUILT_WEIGHTS)
+    assert server.requests == []
 
 
 def test_mirror_accepts_binary_mode_sha256sum_lines(server, tmp_path, cache_dir):
@@ -438,23 +559,28 @@ def test_mirror_that_is_not_a_directory(server, tmp_path, cache_dir):
     assert server.requests == []
 
 
-def test_resolve_mirror_prefers_the_environment_over_the_param(tmp_path, monkeypatch):
-    from_env = tmp_path / "from-env"
+def test_resolve_mirror_reads_the_param_only(tmp_path, monkeypatch):
     from_param = tmp_path / "from-param"
 
-    monkeypatch.setenv(MIRROR_ENV, str(from_env))
-    assert resolve_mirror(str(from_param)) == from_env.resolve()
-    assert resolve_mirror("") == from_env.resolve()
-
-    monkeypatch.delenv(MIRROR_ENV)
     assert resolve_mirror(str(from_param)) == from_param.resolve()
+    assert resolve_mirror("") is None
 
     monkeypatch.setenv(MIRROR_ENV, "")
     assert resolve_mirror(str(from_param)) == from_param.resolve()
     assert resolve_mirror("") is None
 
-    monkeypatch.delenv(MIRROR_ENV)
-    assert resolve_mirror("") is None
+
+@pytest.mark.parametrize("param", ["", "/some/param/mirror"], ids=["no-param", "with-param"])
+def test_resolve_mirror_refuses_the_retired_environment_variable(tmp_path, monkeypatch, param):
+    from_env = tmp_path / "from-env"
+    monkeypatch.setenv(MIRROR_ENV, str(from_env))
+
+    with pytest.raises(DownloadError) as caught:
+        resolve_mirror(param)
+
+    message = str(caught.value)
+    assert f"${MIRROR_ENV} is set ({from_env}) but no longer read" in message
+    assert f"dvc exp run -S data.mirror={from_env}" in message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,9 +649,11 @@ def small_mnist(path: Path, count: int = 12) -> bytes:
     return path.read_bytes()
 
 
-def full_config(mirror: Path) -> DataConfig:
+def full_config(mirror: Path, **accepted: str) -> DataConfig:
+    """params.yaml's data block on the full profile with `mirror`; `accepted`: data set -> sha256."""
     data = load_params(PARAMS_FILE).data
-    return dataclasses.replace(data, profile="full", mirror=str(mirror))
+    hashes = dataclasses.replace(data.mirror_accepted_sha256, **accepted)
+    return dataclasses.replace(data, profile="full", mirror=str(mirror), mirror_accepted_sha256=hashes)
 
 
 @pytest.fixture
@@ -536,7 +664,34 @@ def stage_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def test_download_stage_full_profile_from_a_mirror(tmp_path, stage_env):
+def read_source(out_dir: Path) -> dict:
+    return json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8"))
+
+
+def test_download_stage_refuses_a_mirror_file_that_is_not_the_upstream_one(tmp_path, stage_env):
+    """A 12-image "mnist.npz" that the mirror's own SHA256SUMS vouches for is not MNIST."""
+    mnist = REMOTE_FILES["mnist"]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = small_mnist(mirror / mnist.name)
+    make_mirror(mirror, {mnist.name: data})
+    parent = tmp_path / "data" / "raw"
+    out_dir = parent / "mnist"
+
+    with pytest.raises(DownloadError) as caught:
+        download("mnist", full_config(mirror), out_dir)
+
+    message = str(caught.value)
+    assert f"is not the upstream {mnist.name}" in message
+    assert f"its SHA-256 {sha256(data)} is not the pinned upstream {mnist.sha256}" in message
+    assert f'set data.mirror_accepted_sha256.mnist: "{sha256(data)}" in params.yaml' in message
+    assert f"dvc exp run -S data.mirror_accepted_sha256.mnist={sha256(data)}" in message
+    assert not out_dir.exists()
+    assert entries(parent) == [], "no staging directory left behind"
+    assert not stage_env.exists(), "a mirror download must not use the network cache"
+
+
+def test_download_stage_uses_a_mirror_file_whose_hash_params_accept_and_records_it(tmp_path, stage_env):
     mnist = REMOTE_FILES["mnist"]
     mirror = tmp_path / "mirror"
     mirror.mkdir()
@@ -544,32 +699,97 @@ def test_download_stage_full_profile_from_a_mirror(tmp_path, stage_env):
     make_mirror(mirror, {mnist.name: data})
     out_dir = tmp_path / "data" / "raw" / "mnist"
 
-    record = download("mnist", full_config(mirror), out_dir)
+    record = download("mnist", full_config(mirror, mnist=sha256(data)), out_dir)
 
     assert entries(out_dir) == sorted([mnist.name, SOURCE_FILE])
     assert (out_dir / mnist.name).read_bytes() == data
-    with np.load(out_dir / mnist.name) as arrays:
-        assert arrays["x_train"].shape == (12, 28, 28)
-        assert arrays["x_train"].dtype == np.uint8
-        assert arrays["y_test"].shape == (6,)
-
-    source = json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8"))
+    source = read_source(out_dir)
     assert source == record
     assert source["dataset"] == "mnist"
     assert source["profile"] == "full"
     assert source["stand_in"] is False
-    entry = source["files"][mnist.name]
-    assert entry["sha256"] == sha256(data)
-    assert entry["origin"] == f"mirror:{mirror.resolve()}"
-    assert entry["origin"].startswith("mirror:")
-    assert entry["matches_upstream"] is False
-    assert entry["upstream_sha256"] == mnist.sha256
-    assert entry["canonical_url"] == mnist.url
+    assert source["files"][mnist.name] == {
+        "sha256": sha256(data),
+        "size": len(data),
+        "origin": f"mirror:{mirror.resolve()}",
+        "verified_by": "accepted mirror sha256 (params data.mirror_accepted_sha256)",
+        "canonical_url": mnist.url,
+        "upstream_sha256": mnist.sha256,
+        "upstream_size": mnist.size,
+        "checksum_source": mnist.checksum_source,
+    }
     assert entries(out_dir.parent) == ["mnist"], "no staging directory left beside the output"
     assert not stage_env.exists(), "a mirror download must not use the network cache"
 
 
-def test_download_stage_mirror_from_the_environment_wins(tmp_path, stage_env, monkeypatch):
+def test_download_stage_records_a_mirror_file_matching_the_pin_as_upstream(tmp_path, stage_env, monkeypatch):
+    mnist = REMOTE_FILES["mnist"]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = small_mnist(mirror / mnist.name)
+    make_mirror(mirror, {mnist.name: data})
+    # Pin the small file itself: the test cannot hold the real 11 MB archive.
+    monkeypatch.setitem(
+        REMOTE_FILES, "mnist", dataclasses.replace(mnist, sha256=sha256(data), size=len(data))
+    )
+    out_dir = tmp_path / "raw" / "mnist"
+
+    record = download("mnist", full_config(mirror), out_dir)
+
+    entry = record["files"][mnist.name]
+    assert entry["verified_by"] == "upstream sha256"
+    assert entry["sha256"] == entry["upstream_sha256"] == sha256(data)
+    assert read_source(out_dir) == record
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted", "verified_by"),
+    [
+        (HDF5_BODY, "", "upstream size and HDF5 signature"),
+        (
+            REBUILT_WEIGHTS,
+            sha256(REBUILT_WEIGHTS),
+            "accepted mirror sha256 (params data.mirror_accepted_sha256)",
+        ),
+    ],
+    ids=["upstream-size", "rebuild-accepted"],
+)
+def test_download_stage_records_which_check_let_the_weights_in(
+    tmp_path, stage_env, monkeypatch, body, accepted, verified_by
+):
+    weights = REMOTE_FILES["mobilenet_v2"]
+    monkeypatch.setitem(REMOTE_FILES, "mobilenet_v2", dataclasses.replace(weights, size=len(HDF5_BODY)))
+    mirror = make_mirror(tmp_path / "mirror", {weights.name: body})
+    out_dir = tmp_path / "raw" / "mobilenet_v2"
+
+    record = download("mobilenet_v2", full_config(mirror, mobilenet_v2=accepted), out_dir)
+
+    entry = record["files"][weights.name]
+    assert entry["verified_by"] == verified_by
+    assert entry["sha256"] == sha256(body)
+    assert entry["size"] == len(body)
+    assert entry["upstream_sha256"] is None
+    assert entry["upstream_size"] == len(HDF5_BODY)
+    assert record["weights"] == "imagenet"
+    assert (out_dir / weights.name).read_bytes() == body
+
+
+def test_download_stage_refuses_rebuilt_weights_of_another_size(tmp_path, stage_env, monkeypatch):
+    weights = REMOTE_FILES["mobilenet_v2"]
+    monkeypatch.setitem(REMOTE_FILES, "mobilenet_v2", dataclasses.replace(weights, size=len(HDF5_BODY)))
+    mirror = make_mirror(tmp_path / "mirror", {weights.name: REBUILT_WEIGHTS})
+    out_dir = tmp_path / "raw" / "mobilenet_v2"
+
+    with pytest.raises(DownloadError) as caught:
+        download("mobilenet_v2", full_config(mirror), out_dir)
+
+    message = str(caught.value)
+    assert f"{len(REBUILT_WEIGHTS)} bytes (expected {len(HDF5_BODY)})" in message
+    assert f"dvc exp run -S data.mirror_accepted_sha256.mobilenet_v2={sha256(REBUILT_WEIGHTS)}" in message
+    assert not out_dir.exists()
+
+
+def test_download_stage_refuses_the_retired_mirror_variable(tmp_path, stage_env, monkeypatch):
     mnist = REMOTE_FILES["mnist"]
     mirror = tmp_path / "env-mirror"
     mirror.mkdir()
@@ -578,10 +798,18 @@ def test_download_stage_mirror_from_the_environment_wins(tmp_path, stage_env, mo
     monkeypatch.setenv(MIRROR_ENV, str(mirror))
     out_dir = tmp_path / "raw" / "mnist"
 
-    record = download("mnist", full_config(tmp_path / "param-mirror-that-does-not-exist"), out_dir)
+    with pytest.raises(DownloadError, match=rf"\${MIRROR_ENV} is set .* but no longer read"):
+        download("mnist", full_config(tmp_path / "param-mirror", mnist=sha256(data)), out_dir)
+    assert not out_dir.exists()
 
-    assert record["files"][mnist.name]["origin"] == f"mirror:{mirror.resolve()}"
-    assert (out_dir / mnist.name).read_bytes() == data
+
+def test_demo_profile_ignores_the_retired_mirror_variable(tmp_path, stage_env, monkeypatch):
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "anything"))
+    data = dataclasses.replace(load_params(PARAMS_FILE).data, profile="demo")
+
+    record = download("mnist", data, tmp_path / "raw" / "mnist")
+
+    assert record["stand_in"] is True
 
 
 @pytest.mark.parametrize("listed", [False, True], ids=["not-listed", "listed-but-missing"])

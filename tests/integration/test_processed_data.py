@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dlzoo.config import DEFAULT_PARAMS, load_params
 from dlzoo.data.splits import INFO_FILE, load_info, load_split
 from dlzoo.data.text import Vocabulary
 from dlzoo.records import SOURCE_FILE, CorpusInfo
@@ -113,13 +114,22 @@ def test_imdb_vocabulary_comes_from_the_training_part(demo_data: Path):
         assert load_info(data_dir / variant).input.vocabulary == "vocabulary.json"
 
 
-def test_sine_is_chronological_and_windows_are_consistent(demo_data: Path):
+def test_sine_is_chronological_and_no_window_reads_an_earlier_splits_target(demo_data: Path):
     data_dir = demo_data / "processed" / "sine"
-    x_train, y_train = load_split(data_dir, "train")
-    # The target of window i is the last input of window i + 1.
+    splits = {name: load_split(data_dir, name) for name in ("train", "val", "test")}
+    x_train, y_train = splits["train"]
+    # The target of window i is the last input of window i + 1: the windows are consecutive.
     np.testing.assert_array_equal(x_train[1:, -1, 0], y_train[:-1])
-    x_val, _ = load_split(data_dir, "val")
-    np.testing.assert_array_equal(x_val[0, :-1, 0], x_train[-1, 1:, 0])
+    look_back = x_train.shape[1]
+    # The noisy series has no repeated value, so a value identifies its time step.
+    for earlier, later in (("train", "val"), ("val", "test"), ("train", "test")):
+        read_later = set(splits[later][0].ravel().tolist())
+        assert read_later.isdisjoint(splits[earlier][1].tolist()), f"{later} reads {earlier} targets"
+    # Only the windows that would leak are dropped: look_back after each of the two boundaries.
+    steps = load_params(DEFAULT_PARAMS).data.sine.steps
+    windows = steps - look_back
+    assert sum(len(y) for _, y in splits.values()) == windows - 2 * look_back
+    assert load_info(data_dir).source["split"].startswith("chronological")
 
 
 def _digest(array: np.ndarray) -> str:

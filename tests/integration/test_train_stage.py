@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from dlzoo import track
 from dlzoo.config import load_params
+from dlzoo.errors import DlzooError
 from dlzoo.records import SUMMARY_FILE, TrainSummary
 from dlzoo.track import TrackingError
 from dlzoo.train import stage
@@ -237,3 +238,23 @@ def test_a_training_stopped_by_sigterm_ends_killed_and_leaves_no_staging_directo
     assert run.info.status == "KILLED" and run.info.end_time is not None
     assert not out.exists()
     assert [path.name for path in out.parent.iterdir()] == []  # no `.mnist_baseline.tmp-*` left
+
+
+def test_the_demo_transfer_experiment_refuses_random_weights_when_params_say_fail(
+    project_root, demo_data, tmp_path, store
+):
+    params = load_params(project_root / "params.yaml")
+    chosen = params.experiments["cats_dogs_transfer"]
+    refusing = dataclasses.replace(chosen, model=dataclasses.replace(chosen.model, demo_weights="fail"))
+    params = dataclasses.replace(params, experiments={**params.experiments, "cats_dogs_transfer": refusing})
+    with pytest.raises(
+        DlzooError, match=r"no ImageNet weights: the demo profile is offline .*model\.demo_weights: random"
+    ):
+        run_stage(demo_data, tmp_path, params, "cats_dogs_transfer")
+    assert not (tmp_path / "models").exists()
+    assert (
+        MlflowClient(store).search_runs(
+            experiment_ids=[e.experiment_id for e in MlflowClient(store).search_experiments()]
+        )
+        == []
+    )

@@ -63,6 +63,12 @@ def test_unknown_profile_lists_allowed_values(raw_params):
         ("data.moons.samples", 10.5, r"data\.moons\.samples: expected int, got float"),
         ("data.moons.samples", True, r"data\.moons\.samples: expected int, got bool"),
         ("data.mirror", 3, r"data\.mirror: expected str, got int"),
+        (
+            "data.mirror_accepted_sha256.cifar10",
+            5,
+            r"data\.mirror_accepted_sha256\.cifar10: expected str, got int",
+        ),
+        ("data.mirror_accepted_sha256", "", r"data\.mirror_accepted_sha256: expected a mapping with keys"),
         ("data.imdb.vocab_sizes", 10000, r"data\.imdb\.vocab_sizes: expected a list"),
         ("data.imdb.vocab_sizes", [10000, "x"], r"data\.imdb\.vocab_sizes\[1\]: expected int"),
         ("data.sine", [1, 2], r"data\.sine: expected a mapping with keys"),
@@ -100,11 +106,44 @@ def test_wrong_type_names_the_key(raw_params, key, value, message):
             "middle",
             r"data\.imdb\.padding: 'middle' is not allowed; use one of pre, post",
         ),
+        (
+            "data.mirror_accepted_sha256.cifar10",
+            "5ee4dd9a",
+            r"data\.mirror_accepted_sha256\.cifar10: '5ee4dd9a' is not a SHA-256: use 64 lower-case hex",
+        ),
+        (
+            "data.mirror_accepted_sha256.imdb",
+            "AB" * 32,
+            r"data\.mirror_accepted_sha256\.imdb: 'ABAB.*' is not a SHA-256",
+        ),
     ],
 )
 def test_bad_value_names_the_key_and_the_rule(raw_params, key, value, message):
     with pytest.raises(ValueError, match=message):
         build_with(raw_params, key, value)
+
+
+def test_mirror_accepted_sha256_has_one_key_per_downloaded_file_and_accepts_none_by_default(raw_params):
+    from dlzoo.data.sources import REMOTE_FILES
+
+    accepted = load_params(PROJECT / "params.yaml").data.mirror_accepted_sha256
+    names = [spec.name for spec in dataclasses.fields(accepted)]
+    assert names == list(REMOTE_FILES), "one key per download stage item, in REMOTE_FILES' order"
+    assert all(getattr(accepted, name) == "" for name in names), "params.yaml accepts no mirror hash"
+    with pytest.raises(
+        ValueError,
+        match=r"unknown key data\.mirror_accepted_sha256\.fashion_mnist; allowed keys here: mnist, cifar10",
+    ):
+        build_with(raw_params, "data.mirror_accepted_sha256.fashion_mnist", "")
+
+
+def test_an_accepted_mirror_hash_loads_and_its_read_is_recorded_per_data_set(raw_params):
+    digest = "5ee4dd9a9e426886a6b955ee8bd5f5569cacbe9afff2dea8ccccc106a5245e48"
+    params = build_with(raw_params, "data.mirror_accepted_sha256.cifar10", digest)
+    forget_reads()
+    assert params.data.mirror_accepted_sha256.cifar10 == digest
+    assert keys_read() == {"data.mirror_accepted_sha256.cifar10"}  # what dvc.yaml declares per item
+    forget_reads()
 
 
 def test_integer_is_accepted_for_a_float(raw_params):
@@ -204,8 +243,12 @@ def test_pretrained_names_weights_the_family_accepts(raw_params):
         ValueError, match=r"experiments\.moons_mlp\.pretrained: 'mobilenet_v2': the mlp family accepts none$"
     ):
         build_with(raw_params, "experiments.moons_mlp.pretrained", "mobilenet_v2")
-    params = build_with(raw_params, "experiments.cats_dogs_scratch.pretrained", "mobilenet_v2")
-    assert params.experiments["cats_dogs_scratch"].pretrained == "mobilenet_v2"
+    with pytest.raises(
+        ValueError, match=r"experiments\.cats_dogs_transfer\.pretrained: the transfer family trains on"
+    ):
+        build_with(raw_params, "experiments.cats_dogs_transfer.pretrained", "none")
+    params = build_with(raw_params, "experiments.cats_dogs_transfer.pretrained", "mobilenet_v2")
+    assert params.experiments["cats_dogs_transfer"].pretrained == "mobilenet_v2"
 
 
 def test_a_stage_records_the_keys_it_reads_not_those_building_read():

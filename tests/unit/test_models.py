@@ -36,9 +36,12 @@ DIGITS = InputSpec((28, 28), "float32", scale=1 / 255)
 # family: (tiny model config, input spec, loss, number of outputs)
 TINY = {
     "mlp": (MlpConfig((8, 4), "relu", 0.1, 0.0, 0.001, True, 3, "softmax"), VECTOR),
-    "cnn": (CnnConfig((4, 8), (True, False), 3, 2, "relu", (8,), 0.0, 3, "softmax"), IMAGE),
+    "cnn": (
+        CnnConfig((4, 8), (True, False), 3, 2, "relu", (8,), 0.0, 3, "softmax", "horizontal", 0.1),
+        IMAGE,
+    ),
     "rnn": (RnnConfig("gru", 4, "tanh", 0.0, 0.0, 8, False, (4,), "relu", 1, "sigmoid"), TEXT),
-    "transfer": (TransferConfig(32, 32, 0.2, 2, "softmax"), IMAGE),
+    "transfer": (TransferConfig(32, 32, 0.2, 2, "softmax", "random"), IMAGE),
     "autoencoder": (AutoencoderConfig((16, 4), (16,), "relu", "sigmoid"), DIGITS),
     "transformer": (TransformerConfig(8, 2, 16, 0.1, 0.1, 1, "sigmoid"), TEXT),
 }
@@ -124,7 +127,7 @@ def test_transfer_phase_one_freezes_the_base_and_phase_two_changes_only_unfrozen
     weights_file = tmp_path / "base.weights.h5"
     source.save_weights(weights_file)
     model = models.family("transfer").builder(
-        TransferConfig(32, 32, 0.2, 2, "softmax"), IMAGE, weights_file=weights_file
+        TransferConfig(32, 32, 0.2, 2, "softmax", "random"), IMAGE, weights_file=weights_file
     )
     before = _weights_by_layer(model)
     x, y = tiny_data(IMAGE, 2, np.random.default_rng(2), count=32)

@@ -75,14 +75,14 @@ def test_metrics_from_the_real_scorers_round_trip_with_absent_fields_left_absent
     labels = np.array([0, 1, 2, 1, 0, 2])
     outputs = np.eye(3)[[0, 1, 1, 1, 0, 2]].astype(np.float32)
     scores = scoring.classification_metrics(outputs, labels, ["a", "b", "c"])
-    metric, value = scoring.headline("multiclass", scores)
+    headline = scoring.headline("multiclass", {"test": scores})
     metrics = Metrics(
         experiment="toy",
         task="toy",
         problem="multiclass",
         profile="demo",
         test=scores,
-        headline=Headline(metric=metric, value=value),
+        headline=Headline(**headline),
     )
     metrics.write(tmp_path / "toy.json")
     on_disk = json.loads((tmp_path / "toy.json").read_text())

@@ -11,6 +11,7 @@ import yaml
 from dlzoo.config.base import Recorded, build, forget_reads
 from dlzoo.config.data import DataConfig
 from dlzoo.config.experiments import ExperimentConfig, ExportSettings, ServingSettings, TrainSettings
+from dlzoo.errors import InvalidInput
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -31,14 +32,14 @@ class Params(Recorded):
 
     def experiment(self, name: str) -> ExperimentConfig:
         if name not in self.experiments:
-            raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(self.experiments)}")
+            raise InvalidInput(f"unknown experiment {name!r}; valid: {', '.join(self.experiments)}")
         return self.experiments[name]
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"params file {path} not found; run from the repository root or pass --params")
+        raise InvalidInput(f"params file {path} not found; run from the repository root or pass --params")
     with path.open(encoding="utf-8") as stream:
         raw = yaml.safe_load(stream)
     params = build(Params, raw, path="")

@@ -15,6 +15,8 @@ import typing
 from dataclasses import field
 from typing import Any, Literal
 
+from dlzoo.errors import InvalidInput
+
 
 def bounded(
     *,
@@ -94,16 +96,18 @@ def build(cls: type, raw: Any, path: str) -> Any:
     """Builds dataclass `cls` from plain data, checking keys, types and bounds."""
     where = path or "params.yaml"
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping with keys {', '.join(_field_names(cls))}, got {raw!r}")
+        raise InvalidInput(
+            f"{where}: expected a mapping with keys {', '.join(_field_names(cls))}, got {raw!r}"
+        )
     names = _field_names(cls)
     unknown = sorted(set(raw) - set(names))
     if unknown:
         keys = ", ".join(_join(path, str(key)) for key in unknown)
-        raise ValueError(f"unknown key {keys}; allowed keys here: {', '.join(names)}")
+        raise InvalidInput(f"unknown key {keys}; allowed keys here: {', '.join(names)}")
     missing = [name for name in names if name not in raw]
     if missing:
         keys = ", ".join(_join(path, name) for name in missing)
-        raise ValueError(f"missing key {keys}: params.yaml must set every value")
+        raise InvalidInput(f"missing key {keys}: params.yaml must set every value")
     hints = typing.get_type_hints(cls)
     # A class may pick some field types from the raw data (an experiment's model block by family).
     hints.update(getattr(cls, "field_types", lambda raw, path: {})(raw, path))
@@ -116,7 +120,7 @@ def build(cls: type, raw: Any, path: str) -> Any:
     config = cls(**values)
     # Checks that involve several fields live on the class as `problems()`: {field: message}.
     for name, message in getattr(config, "problems", dict)().items():
-        raise ValueError(f"{_join(path, name)}: {message}")
+        raise InvalidInput(f"{_join(path, name)}: {message}")
     if isinstance(config, Recorded):
         object.__setattr__(config, "_path", path)
     return config
@@ -129,17 +133,17 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(kind)
         if value not in allowed:
-            raise ValueError(f"{key}: {value!r} is not allowed; use one of {', '.join(map(str, allowed))}")
+            raise InvalidInput(f"{key}: {value!r} is not allowed; use one of {', '.join(map(str, allowed))}")
         return value
     if origin is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
         if not isinstance(value, list):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
+            raise InvalidInput(f"{key}: expected a list, got {value!r}")
         return tuple(_convert(item_kind, item, f"{key}[{i}]") for i, item in enumerate(value))
     if origin is dict:
         (_key_kind, value_kind) = typing.get_args(kind)
         if not isinstance(value, dict) or not value:
-            raise ValueError(f"{key}: expected a non-empty mapping, got {value!r}")
+            raise InvalidInput(f"{key}: expected a non-empty mapping, got {value!r}")
         converted = {name: _convert(value_kind, item, _join(key, str(name))) for name, item in value.items()}
         return RecordedMapping(converted, key) if dataclasses.is_dataclass(value_kind) else converted
     if origin in (typing.Union, types.UnionType):
@@ -157,7 +161,7 @@ def _convert_scalar(kind: type, value: Any, key: str) -> Any:
         return float(value)
     if kind in (int, str, bool) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise ValueError(f"{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    raise InvalidInput(f"{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
 
 
 def _check_bounds(value: Any, bounds: dict[str, float], key: str) -> None:
@@ -170,7 +174,7 @@ def _check_bounds(value: Any, bounds: dict[str, float], key: str) -> None:
     for name, bound in bounds.items():
         passes, words = checks[name]
         if not passes(value, bound):
-            raise ValueError(f"{key}: {value!r} is out of range; it must be {words} {bound}")
+            raise InvalidInput(f"{key}: {value!r} is out of range; it must be {words} {bound}")
 
 
 def _field_names(cls: type) -> list[str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from dlzoo.config.base import Recorded, bounded
@@ -83,9 +84,32 @@ class DemoConfig(Recorded):
 
 
 @dataclass(frozen=True)
+class MirrorAcceptedConfig(Recorded):
+    """Per downloaded file: the mirror SHA-256 accepted where a file is not the upstream one ("": none).
+
+    One key per download stage item, so that DVC reruns only the download whose hash changed.
+    """
+
+    mnist: str
+    cifar10: str
+    imdb: str
+    mobilenet_v2: str
+
+    def problems(self) -> dict[str, str]:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value and not re.fullmatch(r"[0-9a-f]{64}", value):
+                return {
+                    spec.name: f'{value!r} is not a SHA-256: use 64 lower-case hex digits, or "" for none'
+                }
+        return {}
+
+
+@dataclass(frozen=True)
 class DataConfig(Recorded):
     profile: Literal["demo", "full"]
     mirror: str
+    mirror_accepted_sha256: MirrorAcceptedConfig
     seed: int = bounded(ge=0)
     demo: DemoConfig
     moons: MoonsConfig

@@ -40,6 +40,9 @@ class CnnConfig(Recorded):
     dropout: float = bounded(ge=0, lt=1)
     output_units: int = bounded(ge=1)
     output_activation: OutputActivation
+    # Augmentation while training (identity at inference, so nothing of it is exported):
+    random_flip: Literal["none", "horizontal"]
+    random_translation: float = bounded(ge=0, lt=0.5)  # fraction of the height and width
 
     def problems(self) -> dict[str, str]:
         if len(self.pool_after) != len(self.conv_filters):
@@ -66,12 +69,16 @@ class RnnConfig(Recorded):
 class TransferConfig(Recorded):
     fine_tunes: ClassVar[bool] = True  # accepts training.fine_tune: a second, unfrozen phase
     starts_from: ClassVar[tuple[str, ...]] = ("mobilenet_v2",)  # accepted `pretrained` weights
+    needs_pretrained: ClassVar[bool] = True  # the recipe freezes the base: random weights need a name
 
     image_size: int = bounded(ge=32)
     demo_image_size: int = bounded(ge=32)  # the demo profile's smoke run
     dropout: float = bounded(ge=0, lt=1)
     output_units: int = bounded(ge=1)
     output_activation: OutputActivation
+    # The demo profile is offline and has no ImageNet weights. random: train the random-weights
+    # variant of the same recipe (its MLflow run is named so); fail: refuse to train.
+    demo_weights: Literal["random", "fail"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,11 @@ class ExperimentConfig(Recorded):
             return {"task": f"{self.task!r} must be lower-case letters, digits and dashes"}
         if self.training.fine_tune is not None and not getattr(type(self.model), "fine_tunes", False):
             return {"training.fine_tune": f"the {self.family} family has no fine-tuning phase; use null"}
+        if getattr(type(self.model), "needs_pretrained", False) and self.pretrained == "none":
+            return {
+                "pretrained": f"the {self.family} family trains on top of pretrained weights; name them "
+                "(mobilenet_v2), or train a baseline from random weights with another family (cnn)"
+            }
         accepted = ("none", *getattr(type(self.model), "starts_from", ()))
         if self.pretrained not in accepted:
             return {

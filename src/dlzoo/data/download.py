@@ -1,23 +1,26 @@
 """The download stage: put a data set's raw files, verified, into its raw directory.
 
 `full` fetches the canonical files (network or mirror); `demo` writes offline stand-ins in the
-same formats. Either way a `source.json` records where every byte came from and its SHA-256.
+same formats. Either way a `source.json` records where every byte came from and its SHA-256; in
+`full` also which check let the file in (`verified_by`, see sources.py).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dlzoo.config.data import DataConfig
 from dlzoo.data import standins
 from dlzoo.data.sources import (
+    ACCEPT_PARAM,
     REMOTE_FILES,
+    Accepted,
     copy_verified,
     default_cache_dir,
     fetch,
     resolve_mirror,
 )
+from dlzoo.errors import InvalidInput
 from dlzoo.records import SOURCE_FILE
 from dlzoo.store import atomic_directory, save_json, sha256_of
 
@@ -33,14 +36,14 @@ _STANDIN_WRITERS = {
 def download(dataset: str, config: DataConfig, out_dir: Path) -> dict:
     """Writes `out_dir` atomically and returns its source record."""
     if dataset not in DOWNLOADABLE:
-        raise ValueError(f"unknown downloadable data set {dataset!r}; valid: {', '.join(DOWNLOADABLE)}")
+        raise InvalidInput(f"unknown downloadable data set {dataset!r}; valid: {', '.join(DOWNLOADABLE)}")
     if dataset == NO_WEIGHTS:
         return _no_weights(out_dir)
     with atomic_directory(out_dir) as staging:
         if config.profile == "full":
             record = _download_full(dataset, config, staging)
         elif dataset == "mobilenet_v2":
-            record = _weights_from_keras_cache(staging)
+            record = _demo_weights()
         else:
             record = _write_standin(dataset, config, staging)
         if dataset == "mobilenet_v2":
@@ -66,7 +69,10 @@ def _no_weights(out_dir: Path) -> dict:
 
 def _download_full(dataset: str, config: DataConfig, staging: Path) -> dict:
     remote = REMOTE_FILES[dataset]
-    fetched = fetch(remote, default_cache_dir(), resolve_mirror(config.mirror))
+    mirror = resolve_mirror(config.mirror)
+    # Read only with a mirror: the network must give the upstream file, whatever params accept.
+    accepted = _accepted(dataset, config) if mirror is not None else None
+    fetched = fetch(remote, default_cache_dir(), mirror, accepted)
     copy_verified(fetched.path, staging / remote.name, fetched.sha256)
     return {
         "stand_in": False,
@@ -74,14 +80,21 @@ def _download_full(dataset: str, config: DataConfig, staging: Path) -> dict:
         "files": {
             remote.name: {
                 "sha256": fetched.sha256,
+                "size": (staging / remote.name).stat().st_size,
                 "origin": fetched.origin,
+                "verified_by": fetched.verified_by,
                 "canonical_url": remote.url,
                 "upstream_sha256": remote.sha256,
-                "matches_upstream": fetched.sha256 == remote.sha256,
+                "upstream_size": remote.size,
                 "checksum_source": remote.checksum_source,
             }
         },
     }
+
+
+def _accepted(dataset: str, config: DataConfig) -> Accepted:
+    key = f"{ACCEPT_PARAM}.{dataset}"
+    return Accepted(key=key, sha256=getattr(config.mirror_accepted_sha256, dataset))
 
 
 def _write_standin(dataset: str, config: DataConfig, staging: Path) -> dict:
@@ -94,26 +107,13 @@ def _write_standin(dataset: str, config: DataConfig, staging: Path) -> dict:
     }
 
 
-def keras_weights_cache() -> Path:
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
-
-
-def _weights_from_keras_cache(staging: Path) -> dict:
-    """demo never touches the network: use Keras' cached ImageNet weights if present, else none."""
-    name = REMOTE_FILES["mobilenet_v2"].name
-    cached = keras_weights_cache() / name
-    if not cached.is_file():
-        return {
-            "stand_in": True,
-            "weights": "random",
-            "description": f"no {name} in Keras' cache ({cached.parent}): random initial weights",
-            "files": {},
-        }
-    digest = sha256_of(cached)
-    copy_verified(cached, staging / name, digest)
+def _demo_weights() -> dict:
+    """The demo is offline and reads nothing DVC cannot see (not even Keras' cache): no weights.
+    An experiment that names them trains its random-weights variant or refuses (its
+    model.demo_weights)."""
     return {
-        "stand_in": False,
-        "weights": "imagenet",
-        "description": f"ImageNet weights from Keras' cache {cached}",
-        "files": {name: {"sha256": digest, "origin": f"keras-cache:{cached}"}},
+        "stand_in": True,
+        "weights": "random",
+        "description": "the demo profile has no ImageNet weights offline: random initial weights",
+        "files": {},
     }

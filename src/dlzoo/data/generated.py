@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from dlzoo.config.data import BlobsConfig, DataConfig, MoonsConfig, SineConfig
 from dlzoo.data.splits import Split, tail_split, write_splits
+from dlzoo.errors import InvalidInput
 from dlzoo.records import DataInfo
 from dlzoo.store import atomic_directory
 
@@ -28,13 +29,13 @@ def generate(dataset: str, config: DataConfig) -> tuple[dict[str, Split], dict[s
     """Returns the train/val/test splits and the info fields of a generated data set."""
     makers = {"moons": _moons, "blobs": _blobs, "sine": _sine}
     if dataset not in makers:
-        raise ValueError(f"unknown generated data set {dataset!r}; valid: {', '.join(GENERATED)}")
+        raise InvalidInput(f"unknown generated data set {dataset!r}; valid: {', '.join(GENERATED)}")
     splits, info = makers[dataset](getattr(config, dataset), config.seed)
     return splits, {
         "dataset": dataset,
         "profile": config.profile,
         "stand_in": False,
-        "source": {"generator": info.pop("generator")},
+        "source": {key: info.pop(key) for key in ("generator", "split") if key in info},
         **info,
     }
 
@@ -79,12 +80,29 @@ def _sine(config: SineConfig, seed: int) -> tuple[dict[str, Split], dict[str, An
     windows = np.lib.stride_tricks.sliding_window_view(series[:-1], config.look_back)
     x = windows[..., np.newaxis].copy()  # (samples, look_back, 1): what recurrent layers expect
     y = series[config.look_back :].copy()
-    cut = int(len(x) * config.train_fraction)  # chronological: the test part is the future
-    train, val = tail_split(x[:cut], y[:cut], config.val_fraction)
-    return {"train": train, "val": val, "test": (x[cut:], y[cut:])}, {
+    return _chronological_splits(x, y, config), {
         "problem": "regression",
         "classes": None,
         "noise_floor_mse": config.noise_std**2,
         "generator": f"sin(t / {config.period}) + normal(0, {config.noise_std}), "
         f"t = 0..{config.steps - 1}, seed {seed}",
+        "split": f"chronological; the {config.look_back} windows after each boundary are dropped "
+        "(they would read targets of the split before)",
+    }
+
+
+def _chronological_splits(x: np.ndarray, y: np.ndarray, config: SineConfig) -> dict[str, Split]:
+    """train, val, test in time order, with `look_back` windows dropped after each boundary.
+
+    Window i reads steps i .. i + look_back - 1 and predicts step i + look_back, so without a gap
+    the first `look_back` windows of a split would read targets of the split before it: a
+    validation window would see training answers, a test window validation ones.
+    """
+    gap = config.look_back
+    cut = int(len(x) * config.train_fraction)  # chronological: the test part is the future
+    val_start = cut - round(cut * config.val_fraction)
+    return {
+        "train": (x[:val_start], y[:val_start]),
+        "val": (x[val_start + gap : cut], y[val_start + gap : cut]),
+        "test": (x[cut + gap :], y[cut + gap :]),
     }

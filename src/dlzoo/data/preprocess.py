@@ -17,6 +17,7 @@ from dlzoo.data import formats
 from dlzoo.data.sources import REMOTE_FILES
 from dlzoo.data.splits import INFO_FILE, Split, tail_split, write_splits
 from dlzoo.data.text import OOV_ID, PAD_ID, SPECIAL_TOKENS, START_ID, Vocabulary, pad
+from dlzoo.errors import InvalidInput
 from dlzoo.records import SOURCE_FILE, CorpusInfo, DataInfo, TokensPerReview
 from dlzoo.store import atomic_directory, load_json
 
@@ -28,7 +29,7 @@ _IMAGE_SCALING = {"scale": 1 / 255, "offset": 0.0, "note": "uint8 pixels; models
 
 def preprocess(dataset: str, config: DataConfig, raw_dir: Path, out_dir: Path) -> DataInfo | CorpusInfo:
     if dataset not in PREPROCESSED:
-        raise ValueError(f"unknown data set to preprocess {dataset!r}; valid: {', '.join(PREPROCESSED)}")
+        raise InvalidInput(f"unknown data set to preprocess {dataset!r}; valid: {', '.join(PREPROCESSED)}")
     source = _read_source(raw_dir, RAW_OF[dataset], config)
     raw_file = raw_dir / REMOTE_FILES[RAW_OF[dataset]].name
     base_info = {
@@ -56,12 +57,12 @@ def preprocess(dataset: str, config: DataConfig, raw_dir: Path, out_dir: Path) -
 def _read_source(raw_dir: Path, raw_name: str, config: DataConfig) -> dict[str, Any]:
     path = raw_dir / SOURCE_FILE
     if not path.is_file():
-        raise ValueError(
+        raise InvalidInput(
             f"{raw_dir} has no {SOURCE_FILE}; run the download stage first (dvc repro download@{raw_name})"
         )
     source = load_json(path)
     if source.get("profile") != config.profile:
-        raise ValueError(
+        raise InvalidInput(
             f"{raw_dir} holds {source.get('profile')!r} data but data.profile is {config.profile!r}; "
             f"rerun the download stage (dvc repro)"
         )
@@ -89,7 +90,7 @@ def _cats_dogs(raw: formats.ImageSplits, config: CatsDogsConfig, seed: int):
         train_pool = raw.x_train[raw.y_train == cifar_class]
         test_pool = raw.x_test[raw.y_test == cifar_class]
         if len(train_pool) < val_end or len(test_pool) < config.test_per_class:
-            raise ValueError(
+            raise InvalidInput(
                 f"data.cats_dogs asks for {val_end} training and {config.test_per_class} test images of "
                 f"CIFAR class {cifar_class}, but the raw data have {len(train_pool)} and {len(test_pool)}"
             )

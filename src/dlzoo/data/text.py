@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlzoo.errors import InvalidInput
 from dlzoo.store import load_json, save_json
 
 PAD_ID, START_ID, OOV_ID = 0, 1, 2
@@ -71,7 +72,7 @@ class Vocabulary:
     def load(cls, path: Path) -> Vocabulary:
         payload = load_json(path)
         if payload.get("special_tokens") != list(SPECIAL_TOKENS):
-            raise ValueError(
+            raise InvalidInput(
                 f"{path}: special tokens {payload.get('special_tokens')} != {list(SPECIAL_TOKENS)}"
             )
         return cls(tuple(payload["words"]))

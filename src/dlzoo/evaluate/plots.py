@@ -14,6 +14,8 @@ matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt
 import numpy as np
 
+from dlzoo import problems
+
 
 def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
@@ -132,16 +134,16 @@ def text_predictions(
     figure, axis = plt.subplots(figsize=(10, 0.9 * len(texts) + 0.6))
     axis.axis("off")
     y = 1.0
-    for text, label, score in zip(texts, labels, scores, strict=True):
-        predicted = int(score >= 0.5)
-        header = f"predicted {classes[predicted]} ({score:.2f}), true {classes[label]}"
+    predicted = problems.predicted_classes(scores[:, np.newaxis])  # scores: the positive class's
+    for text, label, score, predicted_class in zip(texts, labels, scores, predicted, strict=True):
+        header = f"predicted {classes[predicted_class]} ({score:.2f}), true {classes[label]}"
         axis.text(
             0,
             y,
             header,
             fontsize=9,
             weight="bold",
-            color="green" if predicted == label else "red",
+            color="green" if predicted_class == label else "red",
             va="top",
             transform=axis.transAxes,
         )

@@ -51,7 +51,7 @@ class Evaluation:
         return onnx_model.predict(self.session, x)
 
     def classes_of(self, x: np.ndarray) -> np.ndarray:
-        return problems.probabilities(self.predict(x)).argmax(axis=1)
+        return problems.predicted_classes(self.predict(x))
 
     def title(self, text: str) -> str:
         return f"{self.name}: {text}"
@@ -72,13 +72,13 @@ def run(name: str, files: Files) -> Metrics:
         history = _read_history(files.history_file)
         plots.training_curves(history, staging / "training_curves.png", evaluation.title("training"))
         _example_plot(evaluation, *load_split(files.data_dir, "test"))
-        metric, value = scoring.headline(problem, scores["test"])
+        headline = scoring.headline(problem, scores)
         metrics = Metrics(
             experiment=name,
             task=metadata.task,
             problem=problem,
             profile=info.profile,
-            headline=Headline(metric=metric, value=value),
+            headline=Headline(**headline),
             **scores,
         )
         files.metrics_file.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def _score(evaluation: Evaluation, split: str, x: np.ndarray, y: np.ndarray) -> 
     if evaluation.problem in problems.CLASSIFICATION:
         classes = evaluation.info.classes
         scores = scoring.classification_metrics(outputs, y, classes)
-        predicted = problems.probabilities(outputs).argmax(axis=1)
+        predicted = problems.predicted_classes(outputs)
         out_dir = evaluation.out_dir
         scoring.write_predictions_csv(out_dir / f"{split}_predictions.csv", y, predicted, classes)
         title = evaluation.title(f"{split} confusion matrix")

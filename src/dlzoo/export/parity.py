@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime
 
+from dlzoo import problems
 from dlzoo.errors import DlzooError
 from dlzoo.onnx_model import INPUT_NAME, OUTPUT_NAME
 from dlzoo.records import Parity
@@ -15,10 +16,8 @@ class ParityError(DlzooError):
 
 
 def predicted_classes(outputs: np.ndarray) -> np.ndarray | None:
-    """Class ids from probabilities: argmax, or a 0.5 threshold for one sigmoid unit."""
-    if outputs.ndim != 2:
-        return None
-    return outputs.argmax(axis=1) if outputs.shape[1] > 1 else (outputs[:, 0] >= 0.5).astype(np.int64)
+    """Class ids by the project's one rule (`problems.predicted_classes`); None if not (n, classes)."""
+    return problems.predicted_classes(outputs) if outputs.ndim == 2 else None
 
 
 def check_parity(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 from dlzoo.config.experiments import FAMILY_CONFIGS
+from dlzoo.errors import InvalidInput
 from dlzoo.models.family import Family
 
 FAMILIES: dict[str, Family] = {}
@@ -28,7 +29,7 @@ _BUILT_IN = {  # family name -> module holding its FAMILY (config classes: dlzoo
 def register(family: Family) -> Family:
     """Makes `family` known to the stages and its config class to params.yaml's `family:` key."""
     if family.name in FAMILIES or family.name in _BUILT_IN:
-        raise ValueError(f"a family named {family.name!r} is already registered")
+        raise InvalidInput(f"a family named {family.name!r} is already registered")
     FAMILIES[family.name] = family
     FAMILY_CONFIGS[family.name] = family.config
     return family
@@ -40,7 +41,7 @@ def family(name: str) -> Family:
         FAMILIES.setdefault(name, module.FAMILY)
     if name not in FAMILIES:
         valid = ", ".join(sorted({*_BUILT_IN, *FAMILIES}))
-        raise ValueError(f"unknown model family {name!r}; valid: {valid}")
+        raise InvalidInput(f"unknown model family {name!r}; valid: {valid}")
     return FAMILIES[name]
 
 

@@ -48,6 +48,9 @@ class KerasFamily:
     def pretrained_weights(self, pretrained_dir: Path | None) -> Path | None:
         return None
 
+    def variant(self, config: Any, weights_file: Path | None) -> str | None:
+        return None
+
     def build(self, config: Any, spec: InputSpec, assets: Any) -> keras.Model:
         return self.builder(config, spec)
 

@@ -16,13 +16,11 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
         entry = repository_dir / name
         metadata = repository.read_metadata(entry)
         model_path = entry / repository.VERSION / repository.MODEL_FILE
-        headline, full = results.headline, results.test_full
-        extra = f" (all {full.samples:,} test: {full.accuracy:.4f})" if full else ""
         found.append(
             {
                 "experiment": name,
                 "task": results.task,
-                "metric": f"{headline.metric} {headline.value:.4f}{extra}",
+                "metric": headline_text(results),
                 "parameters": f"{metadata.parameters:,}",
                 "onnx": f"{model_path.stat().st_size / 1024:.0f} KiB",
                 "plots": " ".join(
@@ -34,7 +32,55 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
     return found
 
 
-def render(table: list[dict], profile: str) -> str:
+def headline_text(results: Metrics) -> str:
+    """ "accuracy 0.8130 (95% CI 0.7953-0.8295, 2,000 test_full samples)", and the course's smaller
+    test set beside it, labelled, where the headline is measured on a larger one."""
+    headline = results.headline
+    text = f"{headline.metric} {headline.value:.4f}"
+    measured_on = f"{headline.samples:,} {headline.split} samples"
+    if headline.ci95_low is None:
+        text += f" ({measured_on})"
+    else:
+        text += f" (95% CI {headline.ci95_low:.4f}-{headline.ci95_high:.4f}, {measured_on})"
+    if headline.split != "test":
+        test = results.test
+        low, high = test.accuracy_ci95
+        text += f"; {test.accuracy:.4f} on the {test.samples:,} test samples ({low:.4f}-{high:.4f})"
+    return text
+
+
+def comparisons(names: list[str], metrics_dir: Path) -> list[str]:
+    """Within each task, whether the best classifier wins beyond both 95% intervals, pair by pair."""
+    by_task: dict[str, list[Metrics]] = {}
+    for name in names:
+        results = Metrics.read(metrics_dir / f"{name}.json")
+        if results.headline.ci95_low is not None:
+            by_task.setdefault(results.task, []).append(results)
+    lines = []
+    for task, entries in by_task.items():
+        if len(entries) < 2:
+            continue
+        best, *others = sorted(entries, key=lambda entry: -entry.headline.value)
+        for other in others:
+            separated = best.headline.ci95_low > other.headline.ci95_high
+            verdict = (
+                "wins beyond both 95% intervals"
+                if separated
+                else "is within the noise: the intervals overlap"
+            )
+            lines.append(
+                f"- {task}: {best.experiment} {_interval(best)} vs {other.experiment} {_interval(other)}, "
+                f"{best.headline.samples:,} samples: {best.experiment} {verdict}"
+            )
+    return lines
+
+
+def _interval(results: Metrics) -> str:
+    headline = results.headline
+    return f"{headline.value:.4f} ({headline.ci95_low:.4f}-{headline.ci95_high:.4f})"
+
+
+def render(table: list[dict], profile: str, compared: list[str]) -> str:
     header = ["experiment", "task", "test metric (ONNX)", "parameters", "ONNX size", "plots"]
     lines = [
         f"# dlzoo summary ({profile} profile)",
@@ -48,13 +94,15 @@ def render(table: list[dict], profile: str) -> str:
             + " | ".join(row[key] for key in ("experiment", "task", "metric", "parameters", "onnx", "plots"))
             + " |"
         )
+    if compared:
+        lines += ["", "Comparisons (Wilson 95% intervals of the headline accuracy):", "", *compared]
     return "\n".join(lines) + "\n"
 
 
 def run(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: Path, out: Path) -> str:
     table = rows(names, metrics_dir, repository_dir, plots_dir, out)
     profiles = {Metrics.read(metrics_dir / f"{name}.json").profile for name in names}
-    text = render(table, ", ".join(sorted(profiles)))
+    text = render(table, ", ".join(sorted(profiles)), comparisons(names, metrics_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text(text, encoding="utf-8")

@@ -225,6 +225,9 @@ def start_run(task: str, run_name: str, params: dict[str, Any], tags: dict[str, 
             raise
 
 
+VARIANT_TAG = "dlzoo.variant"  # what trained if not the experiment's recipe (e.g. "random weights")
+
+
 def run_name(experiment: str) -> str:
     """`blobs_mlp`, or `blobs_mlp@<dvc experiment>` inside `dvc exp run`: sweep points apart in the UI."""
     dvc_experiment = os.environ.get("DVC_EXP_NAME")

@@ -54,11 +54,16 @@ def run(name: str, params: Params, files: Files, verbose: int = KERAS_VERBOSITY)
             _train(job, Path(scratch), verbose)
         return None
     tags = track.environment_tags(job.info, job.environment.device) | {track.EXPERIMENT_TAG: name}
+    run_name = track.run_name(name)
+    if job.variant:  # never under the recipe's bare name: "cats_dogs_transfer (random weights)"
+        print(f"{name}: trains the {job.variant} variant")
+        run_name = f"{run_name} ({job.variant})"
+        tags[track.VARIANT_TAG] = job.variant
     if adjustment:
         print(f"{name}: {adjustment}")
         tags["dlzoo.adjustment"] = adjustment  # a device or demo-profile change of the config
     with (
-        track.start_run(job.experiment.task, track.run_name(name), _run_params(job), tags),
+        track.start_run(job.experiment.task, run_name, _run_params(job), tags),
         atomic_directory(files.out_dir) as staging,
     ):
         track.log_environment()
@@ -85,8 +90,10 @@ def _prepare(name: str, params: Params, files: Files) -> tuple[Job, str | None]:
     environment = family.environment(params.train)
     model_config, adjustment = family.adapt(experiment.model, params.train, environment, demo)
     experiment = replace(experiment, model=model_config)
-    pretrained_dir = files.pretrained_dir if experiment.pretrained != "none" else None
-    return Job(name, experiment, family, info, splits, params, cap, pretrained_dir, environment), adjustment
+    weights = family.pretrained_weights(files.pretrained_dir) if experiment.pretrained != "none" else None
+    variant = family.variant(experiment.model, weights)
+    job = Job(name, experiment, family, info, splits, params, cap, weights, variant, environment)
+    return job, adjustment
 
 
 def _summary(job: Job, history: list, size: int, model_file: str) -> TrainSummary:
@@ -126,7 +133,8 @@ class Job:
     splits: dict[str, Split]
     params: Params
     max_epochs: int | None  # per phase: the demo profile's cap
-    pretrained_dir: Path | None
+    weights_file: Path | None  # the pretrained weights, if the experiment names them and they exist
+    variant: str | None  # what trains if not the recipe itself (family.variant)
     environment: Environment
 
 
@@ -135,11 +143,11 @@ def _train(job: Job, staging: Path, verbose: int) -> tuple[list[dict[str, Any]],
     family, experiment, settings, chief = job.family, job.experiment, job.params.train, job.environment.chief
     spec = InputSpec.from_info(job.info)
     rng = np.random.default_rng(settings.seed)  # for families that draw from NumPy (build, then fit)
-    weights = family.pretrained_weights(job.pretrained_dir)
     if family.pretrained and chief:
-        mlflow.set_tag("pretrained.weights", "imagenet" if weights else "random")
+        mlflow.set_tag("pretrained.weights", "imagenet" if job.weights_file else "random")
     with job.environment.scope():
-        model = family.build(experiment.model, spec, Assets(len(job.info.classes or []), rng, weights))
+        assets = Assets(len(job.info.classes or []), rng, job.weights_file)
+        model = family.build(experiment.model, spec, assets)
     options = FitOptions(
         seed=settings.seed,
         rng=rng,

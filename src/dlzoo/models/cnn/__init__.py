@@ -1,4 +1,4 @@
-"""Convolutional network: the CIFAR-10 CNN."""
+"""Convolutional network: the CIFAR-10 CNN, and the cats-vs-dogs baseline trained from scratch."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from dlzoo.models.keras_family import KerasFamily
 def build(config: CnnConfig, spec: InputSpec) -> keras.Model:
     inputs = model_input(spec)
     x = rescaled(inputs, spec)
+    if config.random_flip != "none":
+        x = layers.RandomFlip(config.random_flip, name="random_flip")(x)
+    if config.random_translation:
+        shift = config.random_translation
+        x = layers.RandomTranslation(shift, shift, fill_mode="reflect", name="random_translation")(x)
     for filters, pool in zip(config.conv_filters, config.pool_after, strict=True):
         x = layers.Conv2D(filters, config.kernel_size, activation=config.activation)(x)
         if pool:

@@ -9,6 +9,7 @@ from keras import layers
 
 from dlzoo import runtime
 from dlzoo.config.experiments import RnnConfig, TrainSettings
+from dlzoo.errors import InvalidInput
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
 from dlzoo.models.family import Environment
@@ -19,12 +20,12 @@ CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
 def build(config: RnnConfig, spec: InputSpec) -> keras.Model:
     if config.cell not in CELLS:
-        raise ValueError(f"unknown recurrent cell {config.cell!r}; valid: {', '.join(CELLS)}")
+        raise InvalidInput(f"unknown recurrent cell {config.cell!r}; valid: {', '.join(CELLS)}")
     inputs = model_input(spec)
     x = inputs
     if config.embedding_dim:
         if spec.vocab_size is None:
-            raise ValueError("model.embedding_dim needs token ids as inputs, but the data are not text")
+            raise InvalidInput("model.embedding_dim needs token ids as inputs, but the data are not text")
         x = layers.Embedding(
             spec.vocab_size, config.embedding_dim, mask_zero=config.mask_padding, name="embedding"
         )(x)

@@ -39,6 +39,9 @@ class ScratchFamily:
     def pretrained_weights(self, pretrained_dir: Path | None) -> Path | None:
         return None
 
+    def variant(self, config: ScratchMlpConfig, weights_file: Path | None) -> str | None:
+        return None
+
     def build(self, config: ScratchMlpConfig, spec: InputSpec, assets: Assets) -> NumpyMLP:
         outputs = 1 if assets.classes == 2 else assets.classes  # one sigmoid unit for two classes
         return NumpyMLP.initialise(

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dlzoo.errors import InvalidInput
 from dlzoo.models.scratch_mlp.neuron import ACTIVATIONS, sigmoid, softmax
+from dlzoo.problems import predicted_classes
 from dlzoo.store import save_npz
 
 Array = np.ndarray
@@ -33,7 +35,7 @@ class NumpyMLP:
     def initialise(cls, sizes: list[int], activation: str, rng: np.random.Generator) -> NumpyMLP:
         """He initialisation for ReLU, Glorot otherwise; biases start at zero."""
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+            raise InvalidInput(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         gain = 2.0 if activation == "relu" else 1.0
         weights = [
             rng.normal(0.0, np.sqrt(gain / fan_in), size=(fan_in, fan_out))
@@ -90,8 +92,7 @@ class NumpyMLP:
         return self.forward(x)[0]
 
     def predict(self, x: Array) -> Array:
-        probabilities = self.predict_proba(x)
-        return (probabilities[:, 0] >= 0.5).astype(np.int64) if self.binary else probabilities.argmax(axis=1)
+        return predicted_classes(self.predict_proba(x))
 
     def accuracy(self, x: Array, y: Array) -> float:
         return float(np.mean(self.predict(x) == y))

@@ -11,6 +11,7 @@ import keras
 from keras import layers, ops
 
 from dlzoo.config.experiments import TransformerConfig
+from dlzoo.errors import InvalidInput
 from dlzoo.inputs import InputSpec
 from dlzoo.models.common import model_input, output_layer
 from dlzoo.models.keras_family import KerasFamily
@@ -43,7 +44,7 @@ class TokenAndPositionEmbedding(layers.Layer):
 
 def build(config: TransformerConfig, spec: InputSpec) -> keras.Model:
     if spec.vocab_size is None or len(spec.shape) != 1:
-        raise ValueError("the transformer family needs padded token ids (data such as imdb/vocab_20000)")
+        raise InvalidInput("the transformer family needs padded token ids (data such as imdb/vocab_20000)")
     inputs = model_input(spec)
     not_padding = ops.not_equal(inputs, 0)
     x = TokenAndPositionEmbedding(spec.shape[0], spec.vocab_size, config.embed_dim, name="embedding")(inputs)
