@@ -22,10 +22,12 @@ setup: system-packages $(STAMP) ## create .venv and install dlzoo with its dev e
 system-packages: ## Debian's chromium and postgresql, which the tests start (apt-get, if missing)
 	@bash ci/system_packages.sh
 
+# uv installs the same resolution as pip, downloading and unpacking in parallel: a cold set-up
+# here took 1 min 19 s against pip's 5.5 min (most of it TensorFlow's 3 GB).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet 'uv>=0.13,<0.14'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
 run: setup ## run the pipeline (dvc repro) on params.yaml's profile: demo by default, offline

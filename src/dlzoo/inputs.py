@@ -15,6 +15,7 @@ class InputSpec:
     dtype: str
     scale: float | None = None  # raw pixels -> [0, 1]: the model rescales its own inputs
     vocab_size: int | None = None  # token ids are below this
+    padding: str | None = None  # token ids: "pre" or "post" (where the padding ids sit)
 
     @classmethod
     def from_info(cls, info: DataInfo) -> InputSpec:
@@ -24,4 +25,5 @@ class InputSpec:
             dtype="int32" if train.x_dtype.startswith("int") else "float32",
             scale=getattr(info.input, "scale", None),
             vocab_size=getattr(info.input, "vocab_size", None),
+            padding=getattr(info.input, "padding", None),
         )

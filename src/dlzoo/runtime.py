@@ -63,10 +63,13 @@ def for_device(config: RnnConfig, settings: TrainSettings, on_gpu: bool) -> tupl
 
 
 def set_cudnn(model: keras.Model, enabled: bool) -> None:
-    """LSTM/GRU layers: cuDNN kernels where possible ("auto", Keras' default) or never."""
+    """LSTM/GRU layers: cuDNN kernels never, or as their builder chose ("auto", Keras' default,
+    unless the builder turned them off for data the kernel cannot take)."""
+    if enabled:
+        return
     for layer in all_layers(model):
         if hasattr(layer, "use_cudnn"):
-            layer.use_cudnn = "auto" if enabled else False
+            layer.use_cudnn = False
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -29,12 +29,18 @@ def build(config: RnnConfig, spec: InputSpec) -> keras.Model:
         x = layers.Embedding(
             spec.vocab_size, config.embedding_dim, mask_zero=config.mask_padding, name="embedding"
         )(x)
-    x = CELLS[config.cell](
+    # Keras' cuDNN LSTM/GRU asserts that masks are right-padded and fails inside `fit` on
+    # pre-padded ids; such data keep the generic kernel (masked models read post-padded data).
+    cudnn = "auto" if not (config.mask_padding and spec.padding == "pre") else False
+    recurrent = CELLS[config.cell]
+    options = {"use_cudnn": cudnn} if recurrent is not layers.SimpleRNN else {}
+    x = recurrent(
         config.units,
         activation=config.activation,
         dropout=config.dropout,
         recurrent_dropout=config.recurrent_dropout,
         name=config.cell,
+        **options,
     )(x)
     for units in config.dense_units:
         x = layers.Dense(units, activation=config.dense_activation)(x)
