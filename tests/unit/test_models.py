@@ -115,6 +115,21 @@ def test_a_learnable_task_loss_goes_down():
     assert history[-1]["accuracy"] > 0.9
 
 
+def test_a_penalised_sigmoid_model_tracks_its_data_loss_apart():
+    """`data_loss` is computed by the Keras loss object, which reconciles (B,) labels with (B, 1)
+    outputs (the bare `keras.losses.get` function failed with a rank error here)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = models.family("mlp").builder(MlpConfig((4,), "relu", 0.0, 0.0, 0.01, False, 1, "sigmoid"), VECTOR)
+    config = plain_training("binary_crossentropy", epochs=1)
+    (row,) = loop.train(
+        model, config, {"train": (x, y), "val": (x[:8], y[:8])}, VECTOR, FitSettings(seed=4, verbose=0)
+    )
+    penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses))
+    assert row["val_data_loss"] == pytest.approx(row["val_loss"] - penalty, rel=1e-4)
+
+
 def _weights_by_layer(model: keras.Model) -> dict[str, list[np.ndarray]]:
     base = model.get_layer(BASE_NAME)
     return {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}

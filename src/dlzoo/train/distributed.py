@@ -5,74 +5,79 @@ Keras 3.15's `fit()` fails under MultiWorkerMirroredStrategy (`Attempt to conver
 every worker computes gradients on its shard of each global batch, the strategy all-reduces
 them, and every worker applies the same update, so all end with identical weights.
 
-The loop covers the plain recipe (optimizer, learning-rate schedule, loss, accuracy, seeds);
-callbacks that steer training (early stopping, plateau LR) and fine-tuning phases need `fit`, so
-those configs are refused with a clear message instead of being silently ignored.
+The loop does what `fit` (dlzoo.train.loop) does, so the history and the MLflow records read the same:
+- the loss is the Keras loss object without reduction: each replica sums its per-sample losses and
+  divides by the step's global sample count (all-reduced), so a last partial batch weighs what it
+  weighs in one process; the weight penalty (`model.losses`) is split evenly between the replicas;
+- the metrics are those `compile` picks for the config's names (and `data_loss` beside a penalty),
+  built in the strategy's scope: sync-on-read sums, which reading all-reduces across the workers;
+- the phases and callbacks are `fit`'s own (`loop.phases`, `loop.callbacks_for`): fine-tuning
+  unfreezes through the family's hook and builds a new optimizer in the scope; early stopping,
+  ReduceLROnPlateau and the learning-rate and MLflow loggers get the same epoch logs as under `fit`.
+  Every worker computes the same logs, so all of them stop, lower the rate or restore the best
+  weights at the same epoch.
+Refused with a message: mixed precision (it needs loss scaling this loop lacks) and `jit_compile`
+(the loop's steps are not XLA-compiled).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from dlzoo.config.experiments import TrainingConfig
 from dlzoo.data.splits import Split
 from dlzoo.errors import DlzooError
 from dlzoo.inputs import InputSpec
+from dlzoo.records import DATA_LOSS
 from dlzoo.runtime import all_layers
-from dlzoo.train.shared import FitSettings, make_dataset, make_optimizer
+from dlzoo.train.shared import FitSettings, make_dataset, make_optimizer, per_sample_loss
 
 SUM = tf.distribute.ReduceOp.SUM
+# Monitored metrics that improve upwards. `fit`'s callbacks find the direction among the compiled
+# metrics; the loop compiles none, so it tells them (losses and errors go down).
+RISING = {"accuracy"}
+MONITORING = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
 
 
-def check_supported(config: TrainingConfig) -> None:
-    unsupported = [
-        name
-        for name, value in (
-            ("early_stopping", config.early_stopping),
-            ("reduce_lr", config.reduce_lr),
-            ("fine_tune", config.fine_tune),
-        )
-        if value is not None
-    ]
-    if unsupported:
+def check_supported(config: TrainingConfig, settings: FitSettings) -> None:
+    if settings.jit_compile:
         raise DlzooError(
-            f"train.distribute: multi_worker trains with a custom loop that has no {', '.join(unsupported)}; "
-            "set them to null for this experiment, or use distribute: none or mirrored"
+            "train.distribute: multi_worker does not XLA-compile its custom loop's steps; "
+            "set train.jit_compile to false"
         )
     if keras.mixed_precision.global_policy().name != "float32":
         raise DlzooError(
-            "train.distribute: multi_worker does not support mixed_precision yet; set it to false"
+            "train.distribute: multi_worker does not support mixed_precision yet (its custom loop has "
+            "no loss scaling); set mixed_precision to false"
         )
 
 
 def train(
-    model: keras.Model, config: TrainingConfig, datasets: dict[str, Any], settings: FitSettings
+    model: keras.Model,
+    config: TrainingConfig,
+    datasets: dict[str, Any],
+    settings: FitSettings,
+    phases: Sequence[tuple[str, float, int]],
+    callbacks_for: Callable[[], list[keras.callbacks.Callback]],
 ) -> list[dict[str, float]]:
-    """Trains `model` (built in `settings.strategy.scope()`) on `distribute(...)`'s train and val
-    batches and returns one dict per epoch, like `fit`."""
-    check_supported(config)
+    """Trains `model` (built in `settings.strategy.scope()`) on `distribute(...)`'s batches, phase by
+    phase as `fit` does (`phases` and a fresh `callbacks_for()` per phase are the fit path's), and
+    returns one dict per epoch, like `fit`'s history."""
+    check_supported(config, settings)
     synchronize_batch_norm(model)
-    loop = CustomLoop(model, config, settings.strategy)
-    epochs = settings.epochs(config.epochs)
-    history = []
-    for epoch in range(epochs):
-        logs = loop.run_epoch(datasets["train"], loop.train_step)
-        logs.update(
-            {f"val_{name}": value for name, value in loop.run_epoch(datasets["val"], loop.eval_step).items()}
-        )
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(loop.optimizer.learning_rate))
-        for callback in settings.callbacks:
-            callback.on_epoch_end(epoch, logs)
-        if settings.verbose:
-            print(
-                f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()),
-                flush=True,
-            )
-        history.append({"epoch": epoch + 1, "phase": "train", **logs})
+    history: list[dict[str, float]] = []
+    for phase, learning_rate, epochs in phases:
+        if phase == "fine_tune":
+            settings.unfreeze(model, config.fine_tune.from_layer)
+        # A new optimizer and new traced steps: the trainable variables may have changed.
+        loop = CustomLoop(model, config, learning_rate, settings, datasets)
+        callbacks = [*callbacks_for(), *settings.callbacks]
+        start = len(history)
+        history += loop.fit(phase, start, start + settings.epochs(epochs), callbacks)
     return history
 
 
@@ -97,58 +102,177 @@ def distribute(
 
 
 class CustomLoop:
-    """The per-replica steps and their all-reduced sums: loss, correct predictions, samples."""
+    """One phase of training: its optimizer, loss, metrics and traced distributed steps."""
 
-    def __init__(self, model: keras.Model, config: TrainingConfig, strategy: tf.distribute.Strategy):
-        self.model, self.strategy, self.batch_size = model, strategy, config.batch_size
-        with strategy.scope():
-            self.optimizer = make_optimizer(config, config.learning_rate)
-        self.loss_function = keras.losses.get(config.loss)
-        self.with_accuracy = "accuracy" in config.metrics
-        self.distributed_step = tf.function(self._distributed_step)
+    def __init__(
+        self,
+        model: keras.Model,
+        config: TrainingConfig,
+        learning_rate: float,
+        settings: FitSettings,
+        datasets: dict[str, Any],
+    ):
+        self.model, self.strategy, self.datasets = model, settings.strategy, datasets
+        self.verbose = settings.verbose
+        self.penalised = bool(model.losses)  # an L1/L2 penalty: fit then also tracks data_loss
+        with self.strategy.scope():  # mirrored optimizer state, sync-on-read metric states
+            self.optimizer = make_optimizer(config, learning_rate)
+            self.metrics = {
+                split: epoch_metrics(config, model.output_shape[-1], settings.reconstruct, self.penalised)
+                for split in ("train", "val")
+            }
+        model.optimizer = self.optimizer  # where the callbacks read and set the learning rate
+        self.loss = per_sample_loss(config.loss)  # the loop divides by the global sample count
+        # One traced step per call, driven by a Python loop. Not a whole epoch in one graph (twice
+        # as fast on CPU workers): in its loop, imdb_lstm's embedding gradients (an all-gather)
+        # met the partial last step on one worker and a full step on the other, and it aborted.
+        self.train_step = traced_step(self.strategy, self._train_replica)
+        self.eval_step = traced_step(self.strategy, self._eval_replica)
 
-    def batch_sums(self, targets, outputs):
-        per_example = self.loss_function(targets, outputs)
-        count = tf.cast(tf.shape(per_example)[0], tf.float32)
-        if not self.with_accuracy:
-            return per_example, tf.constant(0.0), count
-        if outputs.shape[-1] == 1:
-            predicted = tf.cast(outputs[:, 0] >= 0.5, tf.float32)
-            correct = tf.cast(tf.equal(predicted, tf.cast(tf.reshape(targets, [-1]), tf.float32)), tf.float32)
-        else:
-            predicted = tf.argmax(outputs, axis=-1, output_type=tf.int64)
-            correct = tf.cast(tf.equal(predicted, tf.cast(tf.reshape(targets, [-1]), tf.int64)), tf.float32)
-        return per_example, tf.reduce_sum(correct), count
+    def fit(
+        self, phase: str, initial_epoch: int, epochs: int, callbacks: list[keras.callbacks.Callback]
+    ) -> list[dict[str, float]]:
+        """Epochs `initial_epoch` to `epochs` with `fit`'s callback calls; one history row each."""
+        model = self.model
+        rows = EpochRows(phase, epochs, self.verbose)
+        # Last, as fit's History: the callbacks' additions (the learning rate) are in the row.
+        listeners = keras.callbacks.CallbackList([*callbacks, rows], model=model)
+        model.stop_training = False
+        set_monitor_directions(callbacks)
+        listeners.on_train_begin()
+        logs: dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            listeners.on_epoch_begin(epoch)
+            logs = self.run_epoch()
+            listeners.on_epoch_end(epoch, logs)
+            if model.stop_training:  # early stopping
+                break
+        listeners.on_train_end(logs)  # early stopping restores the best weights here
+        return rows.rows
 
-    def train_step(self, inputs, targets):
+    def run_epoch(self) -> dict[str, float]:
+        """`fit`'s epoch logs: the training metrics, then the validation ones prefixed `val_`,
+        each group in `fit`'s order (by name)."""
+        logs = sorted(self._epoch("train", self.train_step).items())
+        scores = sorted((f"val_{name}", value) for name, value in self._epoch("val", self.eval_step).items())
+        return dict(logs + scores)
+
+    def _epoch(self, split: str, step) -> dict[str, float]:
+        metrics = self.metrics[split]
+        for metric in metrics:
+            metric.reset_state()
+        batches = iter(self.datasets[split])  # a new iterator each epoch: the train split reshuffles
+        while bool(step(batches)):
+            pass
+        # Read in cross-replica context, a sync-on-read state is summed over every replica.
+        return {metric.name: float(metric.result()) for metric in metrics}
+
+    def _train_replica(self, inputs, targets):
         model = self.model
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
-            per_example, correct, count = self.batch_sums(targets, outputs)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.batch_size)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            per_sample, penalty = self._losses(targets, outputs)
+            # This replica's share of the global batch's mean: the optimizer sums the replicas'
+            # gradients, which gives the gradient of the mean over the global batch plus the penalty.
+            loss = tf.reduce_sum(per_sample) / global_count(per_sample)
+            loss += penalty / self.strategy.num_replicas_in_sync
         gradients = tape.gradient(loss, model.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        return tf.reduce_sum(per_example), correct, count
+        update(self.metrics["train"], targets, outputs, per_sample, penalty)
 
-    def eval_step(self, inputs, targets):
-        per_example, correct, count = self.batch_sums(targets, self.model(inputs, training=False))
-        return tf.reduce_sum(per_example), correct, count
+    def _eval_replica(self, inputs, targets):
+        outputs = self.model(inputs, training=False)
+        update(self.metrics["val"], targets, outputs, *self._losses(targets, outputs))
 
-    def _distributed_step(self, step, inputs, targets):
-        results = self.strategy.run(step, args=(inputs, targets))
-        return [self.strategy.reduce(SUM, value, axis=None) for value in results]
+    def _losses(self, targets, outputs):
+        """Per-sample data losses and the model's weight penalty (0 without one), as `fit` adds."""
+        per_sample = self.loss(targets, outputs)
+        penalty = tf.add_n(self.model.losses) if self.penalised else tf.constant(0.0)
+        return per_sample, penalty
 
-    def run_epoch(self, dataset, step) -> dict[str, float]:
-        totals = np.zeros(3)
-        for inputs, targets in dataset:
-            totals += [float(value) for value in self.distributed_step(step, inputs, targets)]
-        loss_sum, correct, count = totals
-        scores = {"loss": loss_sum / count}
-        if self.with_accuracy:
-            scores["accuracy"] = correct / count
-        return scores
+
+class EpochRows(keras.callbacks.Callback):
+    """The history rows, as the fit path makes them from Keras' History (numbered across phases)."""
+
+    def __init__(self, phase: str, epochs: int, verbose: int):
+        super().__init__()
+        self.phase, self.epochs, self.verbose = phase, epochs, verbose
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch + 1, "phase": self.phase, **logs})
+        if self.verbose:
+            scores = ", ".join(f"{name} {value:.4f}" for name, value in logs.items())
+            print(f"epoch {epoch + 1}/{self.epochs}: {scores}", flush=True)
+
+
+def traced_step(strategy: tf.distribute.Strategy, replica_step) -> Callable:
+    """One step on the iterator's next global batch; False once the data is used up.
+
+    The batch is fetched in the graph, where the workers agree whether any of them has data left
+    (fetched eagerly, that is a round of collectives more per step: half the speed), and a worker
+    without gets an empty shard. Its batch size is unknown to the trace, so the partial last
+    batch and an empty shard run the same graph: every worker traces, and runs collectives, alike.
+    """
+
+    def step(batches):
+        fetched = batches.get_next_as_optional()
+        if fetched.has_value():
+            strategy.run(replica_step, args=fetched.get_value())
+        return fetched.has_value()
+
+    return tf.function(step)
+
+
+def epoch_metrics(
+    config: TrainingConfig, output_units: int, reconstruct: bool, penalised: bool
+) -> list[keras.metrics.Metric]:
+    """What `fit` tracks, in its order: the loss (penalty included), the compiled metrics, and
+    `data_loss` (the loss alone) when the model has a weight penalty (`loop.compile_model`)."""
+    found = [keras.metrics.Mean(name="loss")]
+    found += [compiled_metric(name, output_units, reconstruct) for name in config.metrics]
+    if penalised:
+        found.append(keras.metrics.Mean(name=DATA_LOSS))
+    return found
+
+
+def compiled_metric(name: str, output_units: int, reconstruct: bool) -> keras.metrics.Metric:
+    """The metric `compile(metrics=[name])` builds for this model (Keras' `get_metric`): accuracy is
+    binary for one output unit, sparse categorical for label targets, categorical for an
+    autoencoder's (targets shaped like the outputs)."""
+    if name == "mae":
+        return keras.metrics.MeanAbsoluteError(name=name)
+    if output_units == 1:
+        return keras.metrics.BinaryAccuracy(name=name)
+    if reconstruct:
+        return keras.metrics.CategoricalAccuracy(name=name)
+    return keras.metrics.SparseCategoricalAccuracy(name=name)
+
+
+def update(metrics: list[keras.metrics.Metric], targets, outputs, per_sample, penalty) -> None:
+    """One replica's batch into `epoch_metrics`: the loss as `fit` tracks it, per-sample data loss
+    plus the penalty, averaged over the samples; then the compiled metrics and `data_loss`."""
+    loss, *compiled = metrics
+    loss.update_state(per_sample + penalty)
+    for metric in compiled:
+        if metric.name == DATA_LOSS:
+            metric.update_state(per_sample)
+        else:
+            metric.update_state(targets, outputs)
+
+
+def global_count(per_sample) -> tf.Tensor:
+    """The number of samples in this step over all replicas (a partial batch has fewer)."""
+    local = tf.cast(tf.shape(per_sample)[0], per_sample.dtype)
+    return tf.distribute.get_replica_context().all_reduce(SUM, local)
+
+
+def set_monitor_directions(callbacks: list[keras.callbacks.Callback]) -> None:
+    """Early stopping and ReduceLROnPlateau in mode "auto" look the monitored metric's direction up
+    in the compiled metrics, which an uncompiled model lacks: give them the direction instead."""
+    for callback in callbacks:
+        if isinstance(callback, MONITORING) and callback.mode == "auto":
+            callback.mode = "max" if callback.monitor.removeprefix("val_") in RISING else "min"
 
 
 def synchronize_batch_norm(model: keras.Model) -> None:

@@ -16,7 +16,7 @@ from dlzoo.data.splits import Split
 from dlzoo.inputs import InputSpec
 from dlzoo.records import DATA_LOSS
 from dlzoo.train import distributed
-from dlzoo.train.shared import FitSettings, make_dataset, make_optimizer
+from dlzoo.train.shared import FitSettings, make_dataset, make_optimizer, per_sample_loss
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:
@@ -40,7 +40,7 @@ def compile_model(
 ) -> None:
     metrics: list = list(config.metrics)
     if model.losses:  # a weight penalty: Keras' loss includes it, so track the loss alone too
-        metrics.append(keras.metrics.MeanMetricWrapper(keras.losses.get(config.loss), name=DATA_LOSS))
+        metrics.append(keras.metrics.MeanMetricWrapper(per_sample_loss(config.loss), name=DATA_LOSS))
     model.compile(
         optimizer=make_optimizer(config, learning_rate),
         loss=config.loss,
@@ -92,7 +92,10 @@ def train(
         raise ValueError("training.fine_tune needs the family's unfreeze policy (only transfer has one)")
     if distributed.is_multi_worker(settings.strategy):
         datasets = distributed.distribute(splits, spec, config.batch_size, settings)
-        return distributed.train(model, config, datasets, settings)
+        # The custom loop runs this path's phases and callbacks (below) with the same epoch logs.
+        return distributed.train(
+            model, config, datasets, settings, phases(config), lambda: callbacks_for(config)
+        )
     batches = {split: _batches(splits[split], split, spec, config, settings) for split in ("train", "val")}
     history: list[dict[str, float]] = []
     for phase, learning_rate, epochs in phases(config):

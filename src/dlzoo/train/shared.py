@@ -1,4 +1,4 @@
-"""What every training loop shares: a split's tf.data pipeline and the optimiser.
+"""What every training loop shares: a split's tf.data pipeline, the optimiser and the loss.
 
 Keras' `fit` (dlzoo.train.loop) and the multi-worker custom loop (dlzoo.train.distributed) both build
 on this module, so neither imports the other's internals.
@@ -65,3 +65,17 @@ def make_optimizer(config: TrainingConfig, learning_rate: float) -> keras.optimi
             learning_rate, schedule.decay_steps, schedule.decay_rate, staircase=schedule.staircase
         )
     return OPTIMIZERS[config.optimizer](learning_rate=rate)
+
+
+# The loss classes behind the config's names: what `compile(loss=name)` computes. The bare
+# functions (`keras.losses.get(name)`) do not reconcile (B,) targets with (B, 1) outputs.
+LOSSES = {
+    "binary_crossentropy": keras.losses.BinaryCrossentropy,
+    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    "mse": keras.losses.MeanSquaredError,
+}
+
+
+def per_sample_loss(name: str) -> keras.losses.Loss:
+    """The config's loss as a Keras loss object that returns one value per sample."""
+    return LOSSES[name](reduction=None)
