@@ -237,6 +237,9 @@ KERAS_ENGINE = {
     "src/dlzoo/export/conversion.py",
     "src/dlzoo/export/canonical.py",
 }
+# The same the other way round: the NumPy MLP's train stage imports the decision rule
+# (problems.py, for its accuracy); Keras' `fit` counts accuracy with Keras' own metrics.
+NUMPY_MLP_ONLY = {"src/dlzoo/problems.py"}
 # What a data stage reads depends on its data set and the profile, and DVC gives every item of
 # a foreach the same params: a download reads the mirror in full, the seed and the stand-in
 # sizes in demo; only the shuffled subsets (cats vs dogs, IMDB) read the seed when preprocessed.
@@ -295,6 +298,8 @@ def test_every_stage_declares_exactly_the_code_it_imports_and_the_params_it_read
         unused = declared - imported
         if name.startswith(("train@scratch_moons", "export@scratch_moons")):
             unused -= KERAS_ENGINE
+        elif name.startswith("train@"):
+            unused -= NUMPY_MLP_ONLY
         assert unused == set(), f"{name} declares code it does not import"
         read = set(trace["params"])
         assert {key for key in read if not covered(key, stage["params"])} == set(), (
