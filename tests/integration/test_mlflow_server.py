@@ -212,5 +212,7 @@ def test_the_train_cli_fails_fast_when_the_tracking_server_accepts_but_never_ans
     assert result.returncode == 2
     assert f"dlzoo train: error: MLflow tracking server {uri} is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
-    assert seconds < 30, f"took {seconds:.1f} s"
+    # The health check gives up after 5 s; MLflow's own client would retry for minutes. The rest
+    # is the CLI's start-up (TensorFlow's import), which took 30.7 s once on a loaded CI machine.
+    assert seconds < 90, f"took {seconds:.1f} s"
     assert not (work / "models").exists() and not (work / "history.csv").exists()
