@@ -664,6 +664,16 @@ def stage_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+def small_mnist_mirror(tmp_path: Path) -> tuple[Path, bytes]:
+    """A mirror whose SHA256SUMS vouches for a 12-image "mnist.npz": not the upstream file."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    name = REMOTE_FILES["mnist"].name
+    data = small_mnist(mirror / name)
+    make_mirror(mirror, {name: data})
+    return mirror, data
+
+
 def read_source(out_dir: Path) -> dict:
     return json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8"))
 
@@ -671,10 +681,7 @@ def read_source(out_dir: Path) -> dict:
 def test_download_stage_refuses_a_mirror_file_that_is_not_the_upstream_one(tmp_path, stage_env):
     """A 12-image "mnist.npz" that the mirror's own SHA256SUMS vouches for is not MNIST."""
     mnist = REMOTE_FILES["mnist"]
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    data = small_mnist(mirror / mnist.name)
-    make_mirror(mirror, {mnist.name: data})
+    mirror, data = small_mnist_mirror(tmp_path)
     parent = tmp_path / "data" / "raw"
     out_dir = parent / "mnist"
 
@@ -693,10 +700,7 @@ def test_download_stage_refuses_a_mirror_file_that_is_not_the_upstream_one(tmp_p
 
 def test_download_stage_uses_a_mirror_file_whose_hash_params_accept_and_records_it(tmp_path, stage_env):
     mnist = REMOTE_FILES["mnist"]
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    data = small_mnist(mirror / mnist.name)
-    make_mirror(mirror, {mnist.name: data})
+    mirror, data = small_mnist_mirror(tmp_path)
     out_dir = tmp_path / "data" / "raw" / "mnist"
 
     record = download("mnist", full_config(mirror, mnist=sha256(data)), out_dir)
@@ -724,10 +728,7 @@ def test_download_stage_uses_a_mirror_file_whose_hash_params_accept_and_records_
 
 def test_download_stage_records_a_mirror_file_matching_the_pin_as_upstream(tmp_path, stage_env, monkeypatch):
     mnist = REMOTE_FILES["mnist"]
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    data = small_mnist(mirror / mnist.name)
-    make_mirror(mirror, {mnist.name: data})
+    mirror, data = small_mnist_mirror(tmp_path)
     # Pin the small file itself: the test cannot hold the real 11 MB archive.
     monkeypatch.setitem(
         REMOTE_FILES, "mnist", dataclasses.replace(mnist, sha256=sha256(data), size=len(data))
