@@ -149,6 +149,7 @@ class TrainSummary(Record):
     epochs: int
     parameters: int
     model_file: str  # beside this summary: model.keras, or model.npz for the NumPy MLP
+    training_variant: str | None = None  # what trained if not the recipe itself: "random weights"
 
 
 # ---- metrics/<experiment>.json --------------------------------------------------------------
@@ -213,6 +214,7 @@ class Metrics(Record):
     test: Scores
     headline: Headline
     test_full: Scores | None = None
+    training_variant: str | None = None  # from the export's metadata: "random weights", if so
 
 
 # ---- metadata.json: an exported (and served) model ------------------------------------------
@@ -270,3 +272,4 @@ class ExportMetadata(Record):
     onnxruntime_version: str
     parameters: int
     source_sha256: str  # the trained model file converted: finds its MLflow run (tags)
+    training_variant: str | None = None  # from the training summary: "random weights", if so

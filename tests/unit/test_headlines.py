@@ -88,3 +88,17 @@ def test_the_report_shows_intervals_labels_the_course_test_set_and_says_who_wins
         for line in lines
     )
     assert any("vs lucky 0.8050" in line and "within the noise" in line for line in lines)
+
+
+def test_a_model_trained_as_a_variant_is_named_so_in_the_table_and_the_comparisons(tmp_path):
+    entries = {"transfer": _scores(55, 100), "scratch": _scores(50, 100)}
+    for name, scores in entries.items():
+        metrics = _metrics(name, {"test": scores})
+        if name == "transfer":  # the demo: no ImageNet weights, the random-weights variant trained
+            metrics = metrics.model_copy(update={"training_variant": "random weights"})
+        metrics.write(tmp_path / f"{name}.json")
+    assert report.label(Metrics.read(tmp_path / "transfer.json")) == "transfer (random weights)"
+    assert report.label(Metrics.read(tmp_path / "scratch.json")) == "scratch"
+    (line,) = report.comparisons(list(entries), tmp_path)
+    assert line.startswith("- cats-vs-dogs: transfer (random weights) 0.5500")
+    assert line.endswith("transfer (random weights) is within the noise: the intervals overlap")

@@ -79,6 +79,7 @@ def run(name: str, files: Files) -> Metrics:
             problem=problem,
             profile=info.profile,
             headline=Headline(**headline),
+            training_variant=metadata.training_variant,
             **scores,
         )
         files.metrics_file.parent.mkdir(parents=True, exist_ok=True)

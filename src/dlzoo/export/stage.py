@@ -95,6 +95,7 @@ def export_model(trained: Trained, data_dir: Path, settings: ExportSettings) -> 
         onnxruntime_version=onnxruntime.__version__,
         parameters=summary.parameters,
         source_sha256=trained.sha256,
+        training_variant=summary.training_variant,
     )
     files = {}
     if isinstance(info.input, TextInput):

@@ -18,7 +18,7 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
         model_path = entry / repository.VERSION / repository.MODEL_FILE
         found.append(
             {
-                "experiment": name,
+                "experiment": label(results),
                 "task": results.task,
                 "metric": headline_text(results),
                 "parameters": f"{metadata.parameters:,}",
@@ -30,6 +30,12 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
             }
         )
     return found
+
+
+def label(results: Metrics) -> str:
+    """The experiment's name, and what trained if not its recipe: "cats_dogs_transfer (random weights)"."""
+    variant = results.training_variant
+    return f"{results.experiment} ({variant})" if variant else results.experiment
 
 
 def headline_text(results: Metrics) -> str:
@@ -69,8 +75,8 @@ def comparisons(names: list[str], metrics_dir: Path) -> list[str]:
                 else "is within the noise: the intervals overlap"
             )
             lines.append(
-                f"- {task}: {best.experiment} {_interval(best)} vs {other.experiment} {_interval(other)}, "
-                f"{best.headline.samples:,} samples: {best.experiment} {verdict}"
+                f"- {task}: {label(best)} {_interval(best)} vs {label(other)} {_interval(other)}, "
+                f"{best.headline.samples:,} samples: {label(best)} {verdict}"
             )
     return lines
 

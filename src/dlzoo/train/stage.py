@@ -106,6 +106,7 @@ def _summary(job: Job, history: list, size: int, model_file: str) -> TrainSummar
         epochs=len(history),
         parameters=size,
         model_file=model_file,
+        training_variant=job.variant,
     )
 
 
