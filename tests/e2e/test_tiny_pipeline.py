@@ -3,83 +3,62 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from dlzoo import repository
-from dlzoo.cli import TRACE_ENV
 from dlzoo.records import Metrics
-from tests.e2e.test_dvc_pipeline import run
+from tests.e2e.projects import new_project, repro, run, tiny_params
 
 pytestmark = pytest.mark.e2e
-# One experiment per family, each for a few epochs.
+# One experiment per kind of input and problem, each for a few epochs (the CNN family, the
+# simplest graph, trains and exports in tests/integration/test_speed_options.py).
 KEPT = {
     "scratch_moons": 50,
     "blobs_mlp": 5,
-    "cifar_cnn": 1,
     "sine_rnn": 3,
     "imdb_transformer": 1,
     "cats_dogs_transfer": 1,
     "mnist_autoencoder": 1,
 }
 FAST = ("scratch_moons", "blobs_mlp")  # forced again to check byte reproducibility: NumPy, Keras
-TINY_DATA = {  # small stand-ins: this project only checks that every stage works and what it reads
-    ("data", "demo", "cifar10_train_per_class"): 30,
-    ("data", "demo", "cifar10_test_per_class"): 10,
-    ("data", "demo", "imdb_reviews_per_label"): 40,
-    ("data", "cats_dogs", "train_per_class"): 10,
-    ("data", "cats_dogs", "val_per_class"): 5,
-    ("data", "cats_dogs", "test_per_class"): 5,
-    ("data", "imdb", "max_length"): 40,
-}
-
-
-def tiny_params(project_root: Path) -> dict:
-    params = yaml.safe_load((project_root / "params.yaml").read_text())
-    params["experiments"] = {name: params["experiments"][name] for name in KEPT}
-    for name, epochs in KEPT.items():
-        params["experiments"][name]["training"]["demo_max_epochs"] = epochs
-        if "demo_image_size" in params["experiments"][name]["model"]:
-            params["experiments"][name]["model"]["demo_image_size"] = 32
-    # One phase: a second compile of MobileNetV2 would double its stage; tests/unit/test_models.py
-    # trains both phases of transfer learning.
-    params["experiments"]["cats_dogs_transfer"]["training"]["fine_tune"] = None
-    for keys, value in TINY_DATA.items():
-        node = params
-        for key in keys[:-1]:
-            node = node[key]
-        node[keys[-1]] = value
-    return params
+DATA_STAGES = ["download", "no_weights", "generate", "preprocess"]
 
 
 @pytest.fixture(scope="module")
 def tiny_project(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(project_root / name, root / name)
-    shutil.copytree(project_root / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(project_root), sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["dvc", "init", "-q"], root)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(TRACE_ENV, str(root / "traces"))
-        patch.setenv("KERAS_HOME", str(root / "keras-home"))  # no cached ImageNet weights: the demo's case
-        run(["dvc", "repro"], root)
+    root = new_project(project_root, tmp_path_factory.mktemp("tiny"), tiny_params(project_root, KEPT))
+    repro(root)
     return root
+
+
+def test_every_data_set_is_built_offline_and_a_second_repro_does_nothing(tiny_project: Path):
+    for name in ("moons", "blobs", "sine", "mnist", "cifar10", "cats_dogs", "imdb"):
+        assert (tiny_project / "data" / "processed" / name / "info.json").is_file(), name
+    for name in ("mnist", "cifar10", "imdb", "mobilenet_v2", "none"):
+        assert (tiny_project / "data" / "raw" / name / "source.json").is_file(), name
+    assert (tiny_project / "mlflow.db").is_file()  # the default store: an absolute SQLite URI at the root
+    lock = (tiny_project / "dvc.lock").read_text()
+    again = run(["dvc", "repro", *DATA_STAGES], tiny_project)
+    assert "Running stage" not in again and "Data and pipelines are up to date." in again
+    assert (tiny_project / "dvc.lock").read_text() == lock
+    status = run(["dvc", "status", *DATA_STAGES], tiny_project)
+    assert status.strip().endswith("Data and pipelines are up to date.")
 
 
 def test_report_lists_every_experiment_with_metric_and_size(tiny_project: Path):
     report = (tiny_project / "reports" / "summary.md").read_text()
     for name in KEPT:
-        (row,) = [line for line in report.splitlines() if line.startswith(f"| {name} |")]
+        # The demo has no ImageNet weights: the transfer row says which variant it measured.
+        label = f"{name} (random weights)" if name == "cats_dogs_transfer" else name
+        (row,) = [line for line in report.splitlines() if line.startswith(f"| {label} |")]
         assert " KiB |" in row and "training_curves" in row
+        assert Metrics.read(tiny_project / "metrics" / f"{name}.json").training_variant == (
+            "random weights" if name == "cats_dogs_transfer" else None
+        )
     assert "| blobs_mlp | blobs | accuracy " in report
     assert "| sine_rnn | sine | mse " in report
 
@@ -184,7 +163,7 @@ def test_dvc_status_lists_what_each_kind_of_change_reruns(tiny_project: Path):
     """The table in the README, on this project: ci/rerun_table.py edits and reads `dvc status`."""
     from ci.rerun_table import table
 
-    rows = dict(table(tiny_project, "blobs_mlp", "src/dlzoo/models/cnn/__init__.py", "moons"))
+    rows = dict(table(tiny_project, "blobs_mlp", "src/dlzoo/models/transformer/__init__.py", "moons"))
     every = {step: sorted(f"{step}@{name}" for name in KEPT) for step in ("train", "export", "repository")}
     # report and track read the experiment names: DVC marks them for any change under `experiments`
     assert rows["`experiments.blobs_mlp.model` (units)"] == ["report", "track", "train@blobs_mlp"]
@@ -198,9 +177,9 @@ def test_dvc_status_lists_what_each_kind_of_change_reruns(tiny_project: Path):
     data_stages += [f"preprocess@{name}" for name in ("cats_dogs", "cifar10", "imdb", "mnist")]
     assert rows["`data.profile`"] == sorted(data_stages)
     assert rows["`data.moons` (one data set)"] == ["generate@moons"]
-    assert rows["`src/dlzoo/models/cnn/__init__.py` (one family's code)"] == [
-        "export@cifar_cnn",
-        "train@cifar_cnn",
+    assert rows["`src/dlzoo/models/transformer/__init__.py` (one family's code)"] == [
+        "export@imdb_transformer",
+        "train@imdb_transformer",
     ]
     weights = rows["the MobileNetV2 weights (data/raw/mobilenet_v2)"]
     assert weights == ["download@mobilenet_v2", "train@cats_dogs_transfer"]
@@ -313,173 +292,3 @@ def test_every_stage_declares_exactly_the_code_it_imports_and_the_params_it_read
                 if name.startswith(prefix):
                     unread = {key for key in unread if not key.startswith(allowed)}
             assert unread == set(), f"{name} declares {entry} but does not read {sorted(unread)}"
-
-
-# ---- sweeps through DVC's queue, the team's S3 remote, and the MLflow UI in a browser ------------
-
-SWEPT = "scratch_moons"  # the NumPy MLP: no TensorFlow to load in its train and export stages
-SWEPT_TASK = "moons"
-LEARNING_RATES = ("0.05", "0.2")
-GIT_IDENTITY = {  # DVC's queue commits each experiment to a git ref
-    "GIT_AUTHOR_NAME": "dlzoo tests",
-    "GIT_AUTHOR_EMAIL": "tests@dlzoo.invalid",
-    "GIT_COMMITTER_NAME": "dlzoo tests",
-    "GIT_COMMITTER_EMAIL": "tests@dlzoo.invalid",
-}
-
-
-@pytest.fixture(scope="module")
-def committed(tiny_project: Path) -> Path:
-    """The tiny project, its pipeline run, committed: what `dvc exp run --queue` and a clone start from."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in GIT_IDENTITY.items():
-            patch.setenv(key, value)
-        run(["git", "add", "-A"], tiny_project)
-        run(["git", "commit", "-q", "-m", "the tiny pipeline, run"], tiny_project)
-    return tiny_project
-
-
-@pytest.fixture(scope="module")
-def swept(committed: Path, project_root: Path) -> dict[str, str]:
-    """What `make sweep` does, with two points and two workers: {DVC experiment name: learning rate}."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in GIT_IDENTITY.items():
-            patch.setenv(key, value)
-        key = f"experiments.{SWEPT}.training.learning_rate"
-        run(["dvc", "exp", "run", "--queue", "-S", f"{key}={','.join(LEARNING_RATES)}"], committed)
-        run(["dvc", "queue", "start", "-j", "2"], committed)
-        waited = run(
-            [sys.executable, str(project_root / "ci" / "wait_for_queue.py"), "--timeout", "900"], committed
-        )
-    names = dict(line.split(": ") for line in waited.splitlines() if line.endswith(": Success"))
-    assert len(names) == len(LEARNING_RATES), waited
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], committed))
-    found = {}
-    for baseline in shown:
-        for group in baseline.get("experiments") or []:
-            for revision in group["revs"]:
-                params = revision["data"]["params"]["params.yaml"]["data"]
-                found[revision["name"]] = str(params["experiments"][SWEPT]["training"]["learning_rate"])
-    assert set(found) == set(names), (found, names)
-    return found
-
-
-def test_a_sweep_through_dvcs_queue_gives_one_finished_mlflow_run_per_point(committed: Path, swept):
-    from mlflow.tracking import MlflowClient
-
-    from dlzoo import track
-
-    assert sorted(swept.values()) == sorted(LEARNING_RATES)
-    client = MlflowClient(f"sqlite:///{committed / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(SWEPT_TASK)
-    # Created by the first `dvc repro`; its artefacts live under the project, whatever the cwd.
-    assert experiment.artifact_location == (committed / "mlruns").as_uri()
-    for name, learning_rate in swept.items():
-        (trained,) = client.search_runs([experiment.experiment_id], f"tags.`dvc.experiment` = '{name}'")
-        assert trained.info.status == "FINISHED" and trained.info.run_name == f"{SWEPT}@{name}"
-        assert trained.data.tags[track.EXPERIMENT_TAG] == SWEPT
-        assert trained.data.params["training.learning_rate"] == learning_rate
-        assert "test_accuracy" in trained.data.metrics  # the track stage of that queue workspace
-        assert Path(trained.info.artifact_uri.removeprefix("file://")).is_relative_to(committed / "mlruns")
-        artifacts = {item.path for item in client.list_artifacts(trained.info.run_id)}
-        assert {"model", "history", "environment", "evaluation"} <= artifacts
-        model = client.list_artifacts(trained.info.run_id, "model")
-        assert [item.path for item in model] == ["model/model.npz"] and model[0].file_size > 0
-        versions = client.search_model_versions(
-            f"name = 'dlzoo-{SWEPT}' and run_id = '{trained.info.run_id}'"
-        )
-        assert len(versions) == 1
-    # The queue workspaces are gone; nothing of MLflow's was left inside them.
-    assert not list((committed / ".dvc" / "tmp" / "exps").glob("*/mlruns"))
-
-
-def test_dvc_pull_in_a_fresh_clone_restores_every_output_from_the_s3_remote(committed: Path, tmp_path: Path):
-    """The team's DVC remote on a real S3 server (moto): push from one clone, pull in another."""
-    from tests import services
-
-    with services.s3_server(tmp_path) as s3, pytest.MonkeyPatch.context() as patch:
-        for key, value in {**services.S3_CREDENTIALS, **GIT_IDENTITY}.items():
-            patch.setenv(key, value)
-        s3.create_bucket("dvc")
-        run(["dvc", "remote", "add", "-d", "team", "s3://dvc/store"], committed)
-        run(["dvc", "remote", "modify", "team", "endpointurl", s3.endpoint], committed)
-        run(["git", "commit", "-q", "-m", "DVC remote: the team's S3", ".dvc/config"], committed)
-        pushed = run(["dvc", "push"], committed)
-        assert "files pushed" in pushed and s3.keys("dvc")
-        clone = tmp_path / "clone"
-        run(["git", "clone", "-q", str(committed), str(clone)], tmp_path)
-        assert not (clone / "models").exists() or not any((clone / "models").iterdir())
-        run(["dvc", "pull"], clone)
-        lock = yaml.safe_load((committed / "dvc.lock").read_text())["stages"]
-        for stage in lock.values():
-            for out in stage.get("outs", []):
-                assert (clone / out["path"]).exists(), out["path"]
-        assert run(["dvc", "status"], clone).strip().endswith("Data and pipelines are up to date.")
-        again = run(["dvc", "repro"], clone)
-        assert "Running stage" not in again and "Data and pipelines are up to date." in again
-    assert (clone / "models" / "repository" / SWEPT / "1" / "model.onnx").read_bytes() == (
-        committed / "models" / "repository" / SWEPT / "1" / "model.onnx"
-    ).read_bytes()
-
-
-def test_the_mlflow_ui_opens_on_the_training_runs_and_compares_the_sweep(
-    committed: Path, swept, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """Headless Chromium (Debian's) driven by Playwright, a fresh profile, on `mlflow ui` over the store."""
-    from playwright.sync_api import sync_playwright
-
-    from dlzoo import track
-    from tests import services
-    from tests.network import free_port
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    store = f"sqlite:///{committed / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    urls = track.ui_urls(base)  # what `make ui` prints
-    command = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", store]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = tmp_path / "mlflow-ui.log"
-    browser_path = services.chromium()
-    with services.background(command, log, env) as process, sync_playwright() as playwright:
-        services.wait_until(lambda: requests.get(f"{base}/health", timeout=2).ok, process, log, "mlflow ui")
-        browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1600, "height": 1100}).new_page()
-        page.goto(urls[SWEPT_TASK])
-        page.get_by_text("Run Name").wait_for(timeout=60_000)
-        page.get_by_text(f"{SWEPT}@{next(iter(swept))}").wait_for(timeout=30_000)
-        runs_table = page.inner_text("body")
-        assert "/runs" in page.url and "workflowType=machine_learning" in page.url
-        assert "Token Usage" not in runs_table and "Traces" in runs_table  # not the GenAI overview
-        for name in swept:
-            assert f"{SWEPT}@{name}" in runs_table
-        assert "Dataset" in runs_table and f"{SWEPT_TASK} (" in runs_table and "Training" in runs_table
-        page.screenshot(path=str(tmp_path / "runs.png"))
-
-        page.get_by_role("checkbox").first.check()  # the header's box: every run of the experiment
-        page.get_by_role("button", name="Compare").click()
-        page.get_by_text("Parameters").first.wait_for(timeout=60_000)
-        page.get_by_text("test_accuracy").first.wait_for(timeout=30_000)
-        compared = page.inner_text("body")
-        assert "compare-runs" in page.url
-        (row,) = [line for line in compared.splitlines() if line.startswith("training.learning_rate\t")]
-        assert all(rate in row.split("\t") for rate in LEARNING_RATES), row
-        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
-        browser.close()
-    keep = os.environ.get("DLZOO_SCREENSHOT_DIR")  # README's picture: DLZOO_SCREENSHOT_DIR=docs/images
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp_path / "compare.png", Path(keep) / "mlflow-compare.png")
-        shutil.copy(tmp_path / "runs.png", Path(keep) / "mlflow-runs.png")
-
-
-# As root (CI), in a closed network: no sandbox, and none of Chromium's calls home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
