@@ -85,7 +85,7 @@ def build(root: Path, demo_data: Path) -> Path:
         exported = export_model(trained, data_dir, EXPORT)
         export_dir = root / "onnx" / name
         repository.write_export(export_dir, exported.onnx_bytes, exported.metadata, exported.files)
-        repository.publish(export_dir, root / "repository" / name, SERVING)
+        repository.publish(export_dir, None, root / "repository" / name, SERVING)
     return root / "repository"
 
 

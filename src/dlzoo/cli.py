@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from dlzoo.evaluate import stage
 
-    files = stage.Files(args.export, args.data, args.history, args.metrics, args.plots)
+    files = stage.Files(args.export, args.variants, args.data, args.history, args.metrics, args.plots)
     metrics = stage.run(args.experiment, files)
     print(f"{args.experiment}: test {metrics.headline.metric} {metrics.headline.value:.4f}")
 
@@ -72,10 +72,18 @@ def _export(args: argparse.Namespace) -> None:
     )
 
 
+def _optimise(args: argparse.Namespace) -> None:
+    from dlzoo.optimise import stage
+
+    record = stage.run(args.experiment, load_params(args.params), args.export, args.data, args.out)
+    for decision in record.variants:
+        print(f"{args.experiment}: {decision.kind} (version {decision.version}) {decision.reason}")
+
+
 def _repository(args: argparse.Namespace) -> None:
     from dlzoo import repository
 
-    config = repository.publish(args.export, args.out, load_params(args.params).serving)
+    config = repository.publish(args.export, args.variants, args.out, load_params(args.params).serving)
     print(
         f"{args.experiment}: {args.out} (max batch {config.max_batch_size}, queue delay "
         f"{config.dynamic_batching.max_queue_delay_microseconds} us, queue size "
@@ -94,7 +102,7 @@ def _track(args: argparse.Namespace) -> None:
     from dlzoo.track import stage
 
     names = list(load_params(args.params).experiments)
-    for name, outcome in stage.run(names, args.metrics, args.exports, args.plots).items():
+    for name, outcome in stage.run(names, args.metrics, args.exports, args.variants, args.plots).items():
         print(f"{name}: {outcome}")
 
 
@@ -307,6 +315,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
         {
             "experiment": EXPERIMENT,
             "--export": _path("export directory from the export stage"),
+            "--variants": _path("variants directory from the optimise stage"),
             "--data": _path("processed data directory"),
             "--history": _path("history CSV from the train stage"),
             "--metrics": _path("metrics JSON to write"),
@@ -323,12 +332,23 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
             "--out": _path("export directory to write"),
         },
     ),
+    "optimise": (
+        "graph-optimised and INT8 ONNX variants of an export, gated on the validation split",
+        _optimise,
+        {
+            "experiment": EXPERIMENT,
+            "--export": _path("export directory from the export stage"),
+            "--data": _path("processed data directory (training samples calibrate, validation gates)"),
+            "--out": _path("variants directory to write"),
+        },
+    ),
     "repository": (
-        "lay out an export as a model repository entry",
+        "lay out an export and its kept variants as a model repository entry (one version each)",
         _repository,
         {
             "experiment": EXPERIMENT,
             "--export": _path("export directory from the export stage"),
+            "--variants": _path("variants directory from the optimise stage"),
             "--out": _path("repository entry to write"),
         },
     ),
@@ -348,6 +368,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
         {
             "--metrics": _path("directory of metrics JSON files"),
             "--exports": _path("directory of export directories"),
+            "--variants": _path("directory of the optimise stage's variants directories"),
             "--plots": _path("directory of per-experiment plots"),
         },
     ),

@@ -3,6 +3,7 @@
     preprocess/generate -> info.json      DataInfo (CorpusInfo for the IMDB directory above its variants)
     train               -> summary.json   TrainSummary
     export              -> metadata.json  ExportMetadata (also the served model's metadata)
+    optimise            -> variants.json  Variants (and an ExportMetadata per kept variant)
     evaluate            -> metrics/*.json Metrics
 
 Writers build a record, so a missing or misspelt field fails where it is made; readers get a
@@ -206,6 +207,18 @@ class Headline(Record):
     ci95_high: float | None = None
 
 
+class VariantScores(Record):
+    """A variant of the served model beside the FP32 one: the gate's decision on the validation
+    split and, for a kept variant, the headline metric on the headline split."""
+
+    version: str
+    kept: bool
+    reason: str
+    validation_change: float | None  # variant - FP32, on the validation split (None: not run)
+    test: float | None = None  # the headline metric on the headline split (kept variants)
+    test_change: float | None = None  # test - the FP32 headline
+
+
 class Metrics(Record):
     experiment: str
     task: str
@@ -215,6 +228,7 @@ class Metrics(Record):
     headline: Headline
     test_full: Scores | None = None
     training_variant: str | None = None  # from the export's metadata: "random weights", if so
+    variants: dict[str, VariantScores] | None = None  # the optimise stage's variants, by kind
 
 
 # ---- metadata.json: an exported (and served) model ------------------------------------------
@@ -251,6 +265,7 @@ class TextPreprocessing(TokenIds):
 
 
 Preprocessing = TensorPreprocessing | ImagePreprocessing | TextPreprocessing
+VariantKind = Literal["fp32", "optimised", "int8"]
 
 
 class ExportMetadata(Record):
@@ -268,8 +283,48 @@ class ExportMetadata(Record):
     onnx_sha256: str
     onnx_bytes: int
     opset: int
-    parity: Parity
+    parity: Parity | None  # ONNX Runtime vs the trained model; None for a variant (see `variant`)
     onnxruntime_version: str
     parameters: int
     source_sha256: str  # the trained model file converted: finds its MLflow run (tags)
     training_variant: str | None = None  # from the training summary: "random weights", if so
+    variant: VariantKind = "fp32"  # which file of the model this is: the export, or an optimise variant
+    variant_method: str | None = None  # how a variant was made from the FP32 file
+
+
+# ---- models/variants/<experiment>/variants.json: the optimise stage --------------------------
+
+VARIANTS_FILE = "variants.json"
+
+
+class Gate(Record):
+    """A variant's headline metric on the validation split against the FP32 model's."""
+
+    metric: str  # accuracy (higher is better), mse or loss (lower is better)
+    samples: int
+    fp32: float
+    value: float
+    change: float  # value - fp32
+    allowed: str  # the rule, in words, with the configured tolerance
+    passed: bool
+
+
+class VariantDecision(Record):
+    kind: Literal["optimised", "int8"]
+    version: str  # its version in the model repository
+    method: str
+    kept: bool
+    reason: str  # why it was kept or rejected, or that there was nothing to quantise
+    gate: Gate | None  # None: not scored (nothing to quantise)
+    operators: dict[str, int]  # operators of the variant's graph that the FP32 graph lacks, counted
+    onnx_sha256: str | None = None  # kept variants only: rejected ones are not written
+    onnx_bytes: int | None = None
+
+
+class Variants(Record):
+    experiment: str
+    family: str
+    fp32_sha256: str  # the exported file the variants were made from
+    onnxruntime_version: str  # an offline-optimised graph is tied to the ONNX Runtime that wrote it
+    fusions: dict[str, int] | None  # the transformer optimiser's fused operators (families that run it)
+    variants: list[VariantDecision]

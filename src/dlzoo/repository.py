@@ -14,6 +14,8 @@ re-converts a model):
     models/repository/<name>/1/model.onnx      the same files as the export
     models/repository/<name>/1/metadata.json
     models/repository/<name>/1/vocabulary.json
+    models/repository/<name>/2/...             the graph-optimised variant, if it passed the gate
+    models/repository/<name>/3/...             the INT8 variant, if it passed the gate
 
 `config.pbtxt` is written and read with Triton's own `ModelConfig` protobuf (as shipped in
 tritonclient), so what Triton would refuse, we refuse too. The server reads only this directory,
@@ -33,7 +35,12 @@ from dlzoo.errors import DlzooError
 from dlzoo.records import METADATA_FILE, MODEL_FILE, ExportMetadata, TensorInfo
 from dlzoo.store import atomic_directory
 
-VERSION = "1"
+# The versions of a model in the repository, by variant; a kind is always the same number.
+# Triton and `dlzoo serve` answer an unversioned request with the highest version served: the
+# most optimised variant that passed the optimise stage's gate (INT8, else graph-optimised,
+# else the FP32 export). Version 1 is always the FP32 export.
+VERSIONS = {"fp32": "1", "optimised": "2", "int8": "3"}
+VERSION = VERSIONS["fp32"]
 CONFIG_FILE = "config.pbtxt"
 VOCABULARY_FILE = "vocabulary.json"
 LABELS_FILE = "labels.txt"  # Triton's label file, beside config.pbtxt
@@ -64,7 +71,8 @@ def is_labelled(metadata: ExportMetadata) -> bool:
 
 
 def model_config(metadata: ExportMetadata, settings: ServingSettings) -> triton.ModelConfig:
-    """Triton's configuration of one model. With max_batch_size > 0, dims exclude the batch."""
+    """Triton's configuration of one model, serving every version in its directory (the FP32
+    export and the kept variants). With max_batch_size > 0, dims exclude the batch."""
     label_file = LABELS_FILE if is_labelled(metadata) else ""
     return triton.ModelConfig(
         name=metadata.name,
@@ -83,9 +91,7 @@ def model_config(metadata: ExportMetadata, settings: ServingSettings) -> triton.
             )
             for t in metadata.outputs
         ],
-        version_policy=triton.ModelVersionPolicy(
-            specific=triton.ModelVersionPolicy.Specific(versions=[int(VERSION)])
-        ),
+        version_policy=triton.ModelVersionPolicy(all=triton.ModelVersionPolicy.All()),
         dynamic_batching=triton.ModelDynamicBatching(
             max_queue_delay_microseconds=round(settings.max_queue_delay_ms * 1000),
             default_queue_policy=triton.ModelQueuePolicy(max_queue_size=settings.max_queue_size),
@@ -105,20 +111,39 @@ def write_export(out_dir: Path, onnx_bytes: bytes, metadata: ExportMetadata, fil
         metadata.write(staging / METADATA_FILE)
 
 
-def publish(export_dir: Path, out_dir: Path, settings: ServingSettings) -> triton.ModelConfig:
-    """One repository entry from one export, written atomically; returns its configuration."""
+def publish(
+    export_dir: Path, variants_dir: Path | None, out_dir: Path, settings: ServingSettings
+) -> triton.ModelConfig:
+    """One repository entry from one export and its kept variants (the optimise stage's
+    directory; None: the export alone), written atomically; returns its configuration."""
     metadata = ExportMetadata.read(export_dir / METADATA_FILE)
     config = model_config(metadata, settings)
     with atomic_directory(out_dir) as staging:
-        version_dir = staging / VERSION
-        version_dir.mkdir()
-        for source in sorted(export_dir.iterdir()):
-            shutil.copyfile(source, version_dir / source.name)
+        _copy_files(export_dir, staging / VERSION)
+        for kind, version in VERSIONS.items():
+            variant_dir = variants_dir / kind if variants_dir is not None else None
+            if variant_dir is not None and variant_dir.is_dir():
+                _copy_files(export_dir, staging / version)  # the vocabulary, beside the model
+                _copy_files(variant_dir, staging / version)
         if is_labelled(metadata):
             labels = "".join(f"{label}\n" for label in metadata.labels)
             (staging / LABELS_FILE).write_text(labels, encoding="utf-8")
         (staging / CONFIG_FILE).write_text(text_format.MessageToString(config), encoding="utf-8")
     return config
+
+
+def _copy_files(source_dir: Path, target_dir: Path) -> None:
+    target_dir.mkdir(exist_ok=True)
+    for source in sorted(source_dir.iterdir()):
+        shutil.copyfile(source, target_dir / source.name)
+
+
+def versions(model_dir: Path) -> list[str]:
+    """The versions of an entry with a metadata file, in Triton's order (numeric)."""
+    found = [
+        path.name for path in model_dir.iterdir() if path.name.isdigit() and (path / METADATA_FILE).is_file()
+    ]
+    return sorted(found, key=int)
 
 
 def read_config(model_dir: Path) -> triton.ModelConfig:
@@ -131,5 +156,5 @@ def read_config(model_dir: Path) -> triton.ModelConfig:
         raise RepositoryError(f"{path} is not a valid Triton ModelConfig: {error}") from None
 
 
-def read_metadata(model_dir: Path) -> ExportMetadata:
-    return ExportMetadata.read(model_dir / VERSION / METADATA_FILE)
+def read_metadata(model_dir: Path, version: str = VERSION) -> ExportMetadata:
+    return ExportMetadata.read(model_dir / version / METADATA_FILE)

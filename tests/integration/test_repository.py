@@ -53,7 +53,7 @@ def test_every_config_parses_as_triton_model_config_and_agrees_with_the_onnx_fil
     assert config.dynamic_batching.default_queue_policy.max_queue_size == SERVING.max_queue_size
     (group,) = config.instance_group
     assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU and group.count == SERVING.instances
-    assert list(config.version_policy.specific.versions) == [1]
+    assert config.version_policy.WhichOneof("policy_choice") == "all"  # version 1 and the kept variants
     metadata = repository.read_metadata(entry)
     if repository.is_labelled(metadata):
         assert config.output[0].label_filename == "labels.txt"
@@ -63,7 +63,7 @@ def test_every_config_parses_as_triton_model_config_and_agrees_with_the_onnx_fil
 def test_serving_settings_change_only_the_config_never_the_exported_files(tiny_repository, tmp_path):
     export_dir = tiny_repository.parent / "onnx" / "cnn_image"
     changed = dataclasses.replace(SERVING, max_batch_size=4, max_queue_delay_ms=2.5, instances=2)
-    config = repository.publish(export_dir, tmp_path / "cnn_image", changed)
+    config = repository.publish(export_dir, None, tmp_path / "cnn_image", changed)
     assert config.max_batch_size == 4 and config.dynamic_batching.max_queue_delay_microseconds == 2500
     assert parsed(tmp_path / "cnn_image") == config
     for source in export_dir.iterdir():

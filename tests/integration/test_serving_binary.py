@@ -310,7 +310,7 @@ def test_readiness_turns_false_when_a_batcher_has_died(tiny_repository):
     with TestClient(create_app(ServeSettings(tiny_repository, ("mlp_vector", "cnn_image")))) as client:
         assert client.get("/v2/health/ready").status_code == 200
         service = client.app.state.service
-        for worker in service.batchers["mlp_vector"]._workers:
+        for worker in service.batchers[("mlp_vector", "1")]._workers:
             client.portal.call(worker.cancel)
         client.portal.call(lambda: None)  # let the loop run the cancellation
         assert client.get("/v2/health/ready").status_code == 503

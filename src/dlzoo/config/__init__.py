@@ -10,7 +10,13 @@ import yaml
 
 from dlzoo.config.base import Recorded, build, forget_reads
 from dlzoo.config.data import DataConfig
-from dlzoo.config.experiments import ExperimentConfig, ExportSettings, ServingSettings, TrainSettings
+from dlzoo.config.experiments import (
+    ExperimentConfig,
+    ExportSettings,
+    OptimiseSettings,
+    ServingSettings,
+    TrainSettings,
+)
 from dlzoo.errors import InvalidInput
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -21,6 +27,7 @@ class Params(Recorded):
     data: DataConfig
     train: TrainSettings
     export: ExportSettings
+    optimise: OptimiseSettings
     serving: ServingSettings
     experiments: dict[str, ExperimentConfig]
 
@@ -28,6 +35,11 @@ class Params(Recorded):
         for name in self.experiments:
             if not re.fullmatch(r"[a-z0-9_]+", name):
                 return {f"experiments.{name}": "experiment names are lower-case letters, digits and _"}
+        for name, experiment in self.experiments.items():
+            if experiment.family not in self.optimise.int8:
+                family = experiment.family
+                rule = f"no rule for family {family!r} ({name}); add {family}: dynamic, static or none"
+                return {"optimise.int8": rule}
         return {}
 
     def experiment(self, name: str) -> ExperimentConfig:

@@ -213,6 +213,22 @@ class ExportSettings(Recorded):
     parity_samples: int = bounded(ge=1)
 
 
+Int8Rule = Literal["dynamic", "static", "none"]
+
+
+@dataclass(frozen=True)
+class OptimiseSettings(Recorded):
+    """The optimise stage: ONNX Runtime variants of each exported model, kept only if they score
+    within the tolerance of the FP32 model on the validation split."""
+
+    graph_level: Literal["basic", "extended"]  # "all" adds layout-specific (NCHWc) rewrites: not portable
+    max_accuracy_drop: float = bounded(ge=0, le=1)  # classifiers: validation accuracy may drop this much
+    max_loss_increase: float = bounded(ge=0)  # regression MSE, reconstruction BCE: relative increase allowed
+    calibration_samples: int = bounded(ge=1)  # static INT8: training samples that set activation ranges
+    int8: dict[str, Int8Rule]  # family -> dynamic (MatMul, Gather, LSTM weights) | static (QDQ) | none
+    transformer_fusion: tuple[str, ...]  # families fused by ONNX Runtime's transformer optimiser first
+
+
 @dataclass(frozen=True)
 class ServingSettings(Recorded):
     """How the model repository is served; config.pbtxt carries these to Triton and `dlzoo serve`."""

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as sk
 
-from dlzoo.problems import predicted_classes, probabilities
+from dlzoo.problems import CLASSIFICATION, predicted_classes, probabilities
 
 Arrays = dict[str, np.ndarray]
 _EPSILON = 1e-7
@@ -89,6 +89,18 @@ HEADLINE_METRICS = {
     "regression": "mse",
     "reconstruction": "loss",
 }
+
+
+def headline_value(
+    problem: str, outputs: np.ndarray, x: np.ndarray, y: np.ndarray, scale: float | None
+) -> float:
+    """The headline metric alone (HEADLINE_METRICS) of outputs for inputs `x` and labels `y`: what
+    the optimise stage gates on and evaluate reports for each variant."""
+    if problem in CLASSIFICATION:
+        return float(np.mean(predicted_classes(outputs) == y))
+    if problem == "regression":
+        return regression_metrics(outputs, y)["mse"]
+    return float(reconstruction_errors(outputs, x, scale).mean())
 
 
 def headline(problem: str, scores_by_split: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,18 @@ from dlzoo import onnx_model, problems
 from dlzoo.data.splits import load_info, load_split
 from dlzoo.data.text import Vocabulary
 from dlzoo.evaluate import plots, scoring
-from dlzoo.records import METADATA_FILE, MODEL_FILE, DataInfo, ExportMetadata, Headline, Metrics, TextInput
+from dlzoo.records import (
+    METADATA_FILE,
+    MODEL_FILE,
+    VARIANTS_FILE,
+    DataInfo,
+    ExportMetadata,
+    Headline,
+    Metrics,
+    TextInput,
+    Variants,
+    VariantScores,
+)
 from dlzoo.store import atomic_directory
 
 SPLITS = ("test", "test_full")
@@ -30,6 +41,7 @@ class Files:
     """What the stage reads and writes."""
 
     export_dir: Path  # from the export stage: model.onnx and metadata.json
+    variants_dir: Path  # from the optimise stage: variants.json and the kept variants
     data_dir: Path  # processed data
     history_file: Path  # per-epoch CSV from the train stage
     metrics_file: Path  # metrics/<experiment>.json to write
@@ -74,6 +86,7 @@ def run(name: str, files: Files) -> Metrics:
         _example_plot(evaluation, *load_split(files.data_dir, "test"))
         headline = scoring.headline(problem, scores)
         metrics = Metrics(
+            variants=variant_scores(evaluation, files.variants_dir, headline),
             experiment=name,
             task=metadata.task,
             problem=problem,
@@ -85,6 +98,29 @@ def run(name: str, files: Files) -> Metrics:
         files.metrics_file.parent.mkdir(parents=True, exist_ok=True)
         metrics.write(files.metrics_file)
     return metrics
+
+
+def variant_scores(
+    evaluation: Evaluation, variants_dir: Path, headline: dict[str, Any]
+) -> dict[str, VariantScores]:
+    """The optimise stage's decisions, with each kept variant's headline metric on the headline
+    split beside the FP32 one (the gate read only the validation split)."""
+    x, y = load_split(evaluation.data_dir, headline["split"])
+    scale = getattr(evaluation.info.input, "scale", None)
+    found = {}
+    for decision in Variants.read(variants_dir / VARIANTS_FILE).variants:
+        scores = {
+            "version": decision.version,
+            "kept": decision.kept,
+            "reason": decision.reason,
+            "validation_change": decision.gate.change if decision.gate else None,
+        }
+        if decision.kept:
+            outputs = onnx_model.predict(onnx_model.session(variants_dir / decision.kind / MODEL_FILE), x)
+            value = scoring.headline_value(evaluation.problem, outputs, x, y, scale)
+            scores.update(test=value, test_change=value - headline["value"])
+        found[decision.kind] = VariantScores(**scores)
+    return found
 
 
 def _score(evaluation: Evaluation, split: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:

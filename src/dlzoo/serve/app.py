@@ -124,7 +124,7 @@ def _add_model_routes(app: FastAPI) -> None:
     async def model_ready(request: Request, name: str, model_version: str | None = None) -> JSONResponse:
         service = _service(request)
         model = service.model(name, model_version)
-        is_ready = service.model_ready(model.name)
+        is_ready = service.model_ready(model.name, model.version)
         body = {"name": model.name, "versions": [model.version], "ready": is_ready}
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
@@ -140,10 +140,10 @@ def _add_model_routes(app: FastAPI) -> None:
         return [
             {
                 "name": name,
-                "version": model.version,
-                "state": "READY" if service.model_ready(name) else "UNAVAILABLE",
+                "version": version,
+                "state": "READY" if service.model_ready(name, version) else "UNAVAILABLE",
             }
-            for name, model in service.models.items()
+            for name, version in service.served
         ]
 
 

@@ -84,10 +84,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.service.ready())
 
     async def ModelReady(self, request, context):
-        models = self.service.models
-        model = models.get(request.name)
-        ready = model is not None and request.version in ("", model.version)
-        return pb.ModelReadyResponse(ready=ready and self.service.model_ready(request.name))
+        known = request.name in self.service.models
+        ready = known and self.service.model_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=EXTENSIONS)
@@ -115,11 +114,11 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         entries = [
             pb.RepositoryIndexResponse.ModelIndex(
                 name=name,
-                version=model.version,
-                state="READY" if self.service.model_ready(name) else "UNAVAILABLE",
+                version=version,
+                state="READY" if self.service.model_ready(name, version) else "UNAVAILABLE",
             )
-            for name, model in self.service.models.items()
-            if not request.ready or self.service.model_ready(name)
+            for name, version in self.service.served
+            if not request.ready or self.service.model_ready(name, version)
         ]
         return pb.RepositoryIndexResponse(models=entries)
 

@@ -30,11 +30,18 @@ async def off_loop_if_large(size: int, function, *args):
 
 class InferenceService:
     def __init__(self, models: dict[str, ServedModel], threads: int, request_timeout_s: float):
-        self.models = models
+        self.models = models  # name -> its default (highest) version, holding the others
+        self.served = {
+            (model.name, model.version): model
+            for default in models.values()
+            for model in sorted((*default.others, default), key=lambda model: int(model.version))
+        }
         self.request_timeout_s = request_timeout_s
         self.metrics = PrometheusMetrics()
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="dlzoo-infer")
-        self.batchers = {name: Batcher(model, self.executor, self.metrics) for name, model in models.items()}
+        self.batchers = {
+            key: Batcher(model, self.executor, self.metrics) for key, model in self.served.items()
+        }
 
     def start(self) -> None:
         """Starts the batchers on the running event loop."""
@@ -49,8 +56,9 @@ class InferenceService:
     def ready(self) -> bool:
         return bool(self.models) and all(batcher.alive for batcher in self.batchers.values())
 
-    def model_ready(self, name: str) -> bool:
-        return self.batchers[name].alive
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        key = (name, version or self.models[name].version)
+        return key in self.batchers and self.batchers[key].alive
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
         if not NAME_PATTERN.fullmatch(name):
@@ -58,11 +66,12 @@ class InferenceService:
         model = self.models.get(name)
         if model is None:
             raise InferenceError(f"unknown model {name!r}; available: {', '.join(self.models)}", status=404)
-        if version and version != model.version:
-            raise InferenceError(
-                f"model {name!r} has no version {version!r}; versions: {model.version}", status=404
-            )
-        return model
+        if not version:
+            return model
+        if (name, version) not in self.served:
+            served = ", ".join(model.versions or (model.version,))
+            raise InferenceError(f"model {name!r} has no version {version!r}; versions: {served}", status=404)
+        return self.served[(name, version)]
 
     def label(self, name: str) -> str:
         """The metrics label: unknown names are pooled, so a client cannot grow the label set."""
@@ -76,7 +85,7 @@ class InferenceService:
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every call in a new task.
             async with asyncio.timeout(limit):
-                return await self.batchers[model.name].infer(batch)
+                return await self.batchers[(model.name, model.version)].infer(batch)
         except TimeoutError:
             raise InferenceError(
                 f"model {model.name} did not answer within {limit:g} s (queue and compute); retry later "

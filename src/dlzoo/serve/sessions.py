@@ -89,6 +89,8 @@ class ServedModel:
     outputs: tuple[TensorSpec, ...]
     vocabulary: Vocabulary | None = None
     inline_rows: int = 0  # batches up to this size run on the event loop (see warm_up)
+    versions: tuple[str, ...] = ()  # every version of this entry served (with this one)
+    others: tuple[ServedModel, ...] = ()  # on the default (highest) version: the lower ones
 
     @property
     def max_batch_size(self) -> int:
@@ -141,6 +143,7 @@ class ServedModel:
     def describe(self) -> dict[str, Any]:
         """The Open Inference Protocol model metadata, plus our serving hints under `parameters`."""
         hints = {
+            "variant": self.metadata.variant,  # fp32, optimised or int8 (see `dlzoo optimise`)
             "task": self.metadata.task,
             "problem": self.problem,
             "labels": self.labels,
@@ -152,7 +155,7 @@ class ServedModel:
             hints["raw_input"] = {"name": self.input.name, "datatype": self.raw_datatype, "shape": raw_shape}
         return {
             "name": self.name,
-            "versions": [self.version],
+            "versions": list(self.versions or (self.version,)),
             "platform": "onnxruntime_onnx",
             "inputs": [self.input.as_dict()],
             "outputs": [output.as_dict() for output in self.outputs],
@@ -198,12 +201,31 @@ def load_repository(
         raise RepositoryError(f"no model {', '.join(missing)} in {root}; available: {', '.join(available)}")
     if not wanted:
         raise RepositoryError(f"{root} holds no models (no <name>/1/metadata.json); run `dvc repro`")
-    return {name: load_model(root / name, overrides or Overrides()) for name in wanted}
+    return {name: load_entry(root / name, overrides or Overrides()) for name in wanted}
 
 
-def load_model(model_dir: Path, overrides: Overrides) -> ServedModel:
-    version_dir = model_dir / repository.VERSION
-    metadata = repository.read_metadata(model_dir)
+def load_entry(model_dir: Path, overrides: Overrides) -> ServedModel:
+    """Every version of one entry; returns the highest, which answers unversioned requests (as
+    in Triton), holding the others."""
+    versions = repository.versions(model_dir)
+    loaded = [load_model(model_dir, overrides, version) for version in versions]
+    loaded = [dataclasses.replace(model, versions=tuple(versions)) for model in loaded]
+    return dataclasses.replace(loaded[-1], others=tuple(loaded[:-1]))
+
+
+def _version_metadata(model_dir: Path, version: str) -> ExportMetadata:
+    metadata = repository.read_metadata(model_dir, version)
+    if metadata.version != version:
+        raise RepositoryError(
+            f"{model_dir / version / repository.METADATA_FILE} says version {metadata.version}; "
+            f"rebuild the entry with `dvc repro repository@{model_dir.name}`"
+        )
+    return metadata
+
+
+def load_model(model_dir: Path, overrides: Overrides, version: str = repository.VERSION) -> ServedModel:
+    version_dir = model_dir / version
+    metadata = _version_metadata(model_dir, version)
     config = overrides.apply(repository.read_config(model_dir))
     payload = (version_dir / repository.MODEL_FILE).read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
@@ -234,8 +256,10 @@ def load_model(model_dir: Path, overrides: Overrides) -> ServedModel:
         model, inline_rows=min(model.max_batch_size, int(INLINE_RUN_SECONDS / seconds))
     )
     LOG.info(
-        "loaded %s (%s, %d bytes, SHA-256 verified; one sample runs in %.3f ms)",
+        "loaded %s version %s (%s, %s, %d bytes, SHA-256 verified; one sample runs in %.3f ms)",
         model.name,
+        model.version,
+        metadata.variant,
         model.problem,
         len(payload),
         seconds * 1000,

@@ -15,21 +15,31 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow.entities import Metric
 
-from dlzoo import repository, track
-from dlzoo.records import ExportMetadata, Metrics
+from dlzoo import onnx_model, repository, track
+from dlzoo.records import VARIANTS_FILE, ExportMetadata, Metrics
+from dlzoo.store import load_json
 
 SPLITS = ("test", "test_full")
 LOGGED_TAG = "dlzoo.logged_results_sha256"  # metrics + ONNX bytes already added to this run
 
 
-def run(names: list[str], metrics_dir: Path, exports_dir: Path, plots_dir: Path) -> dict[str, str]:
+LATENCY_RUNS = 20  # per version and batch size: a rough comparison; bench/variants.py measures properly
+
+
+def run(
+    names: list[str], metrics_dir: Path, exports_dir: Path, variants_dir: Path, plots_dir: Path
+) -> dict[str, str]:
     """{experiment: 'logged' | 'unchanged'} for every experiment."""
-    return {name: _track(name, metrics_dir, exports_dir / name, plots_dir / name) for name in names}
+    return {
+        name: _track(name, metrics_dir, exports_dir / name, variants_dir / name, plots_dir / name)
+        for name in names
+    }
 
 
-def _track(name: str, metrics_dir: Path, export_dir: Path, plots_dir: Path) -> str:
+def _track(name: str, metrics_dir: Path, export_dir: Path, variants_dir: Path, plots_dir: Path) -> str:
     metrics_file = metrics_dir / f"{name}.json"
     onnx_file = export_dir / repository.MODEL_FILE
     metadata = ExportMetadata.read(export_dir / repository.METADATA_FILE)
@@ -43,13 +53,42 @@ def _track(name: str, metrics_dir: Path, export_dir: Path, plots_dir: Path) -> s
     for split in SPLITS:
         if split in results:
             values |= track.scalar_metrics(split, results[split])
+    values |= _variant_values(results.get("variants") or {}, export_dir, variants_dir)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()])
     client.log_dict(run_id, results, "evaluation/metrics.json")
     client.log_artifacts(run_id, str(plots_dir), artifact_path="evaluation")
+    client.log_dict(run_id, load_json(variants_dir / VARIANTS_FILE), "optimise/variants.json")
+    client.set_tag(run_id, "dlzoo.cpu_flags", " ".join(onnx_model.cpu_flags()) or "unknown")
     _log_onnx(name, onnx_file, run_id)
     client.set_tag(run_id, LOGGED_TAG, digest)
     return "logged"
+
+
+def _variant_values(variants: dict, export_dir: Path, variants_dir: Path) -> dict[str, float]:
+    """The optimise stage's decisions and test deltas (from metrics), and each served file's speed:
+    measured here, not in a stage whose outputs DVC caches (timings differ from run to run)."""
+    values = {}
+    files = {"fp32": export_dir / repository.MODEL_FILE}
+    for kind, scores in variants.items():
+        values[f"variant_{kind}_kept"] = float(scores["kept"])
+        for key in ("validation_change", "test", "test_change"):
+            if scores.get(key) is not None:
+                values[f"variant_{kind}_{key}"] = scores[key]
+        if scores["kept"]:
+            files[kind] = variants_dir / kind / repository.MODEL_FILE
+    sample = _sample_input(ExportMetadata.read(export_dir / repository.METADATA_FILE))
+    for kind, path in files.items():
+        session = onnx_model.session(path)
+        for batch in (1, 32):
+            timing = onnx_model.latency_ms(session, np.repeat(sample, batch, axis=0), LATENCY_RUNS)
+            values |= {f"variant_{kind}_latency_ms_p{q}_batch{batch}": timing[f"p{q}"] for q in (50, 99)}
+    return values
+
+
+def _sample_input(metadata: ExportMetadata) -> np.ndarray:
+    shape = [1, *metadata.inputs[0].shape[1:]]
+    return np.ones(shape, dtype=np.int32 if metadata.inputs[0].datatype == "INT32" else np.float32)
 
 
 def _log_onnx(name: str, onnx_file: Path, run_id: str) -> None:

@@ -1,0 +1,1 @@
+"""ONNX Runtime variants of exported models: graph-optimised and INT8, gated on validation."""
