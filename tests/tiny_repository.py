@@ -58,8 +58,16 @@ MODELS = {
 
 def _trained(name: str, family: Family, config, info: DataInfo, model_dir: Path) -> Trained:
     """An untrained model saved as the train stage saves it, with the summary it would write (no epochs)."""
+    return saved(name, family, built(family, config, info), info, model_dir)
+
+
+def built(family: Family, config, info: DataInfo):
     assets = Assets(classes=len(info.classes or []), rng=np.random.default_rng(1))
-    model = family.build(config, InputSpec.from_info(info), assets)
+    return family.build(config, InputSpec.from_info(info), assets)
+
+
+def saved(name: str, family: Family, model, info: DataInfo, model_dir: Path) -> Trained:
+    """A model saved by its family's hook, with the summary the train stage would write (no epochs)."""
     model_dir.mkdir(parents=True)
     saved = family.save(model, model_dir)
     summary = TrainSummary(

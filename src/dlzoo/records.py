@@ -324,6 +324,7 @@ class VariantDecision(Record):
 class Variants(Record):
     experiment: str
     family: str
+    settings: dict[str, Any]  # the optimise block as it applied to this experiment (its family's rule)
     fp32_sha256: str  # the exported file the variants were made from
     onnxruntime_version: str  # an offline-optimised graph is tied to the ONNX Runtime that wrote it
     fusions: dict[str, int] | None  # the transformer optimiser's fused operators (families that run it)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dlzoo import repository
-from dlzoo.records import Metrics
+from dlzoo.records import VARIANTS_FILE, Metrics, Variants
 from tests.e2e.projects import new_project, repro, run, tiny_params
 
 pytestmark = pytest.mark.e2e
@@ -129,13 +129,19 @@ def test_the_exported_repository_serves_real_test_samples(tiny_project: Path):
             body = {
                 "inputs": [{"name": "inputs", "datatype": "FP32", "shape": list(x.shape), "data": x.tolist()}]
             }
-            response = client.post(f"/v2/models/{name}/infer", json=body)
-            assert response.status_code == 200, response.text
-            values = np.reshape(response.json()["outputs"][0]["data"], response.json()["outputs"][0]["shape"])
-            session = onnxruntime.InferenceSession(
-                tiny_project / "models" / "repository" / name / "1" / "model.onnx"
-            )
-            np.testing.assert_allclose(values, session.run(None, {"inputs": x})[0], rtol=1e-6, atol=1e-7)
+            entry = tiny_project / "models" / "repository" / name
+            versions = repository.versions(entry)
+            # Each version by its path, and an unversioned request, which the highest answers.
+            for version, path in [(v, f"/v2/models/{name}/versions/{v}/infer") for v in versions] + [
+                (versions[-1], f"/v2/models/{name}/infer")
+            ]:
+                response = client.post(path, json=body)
+                assert response.status_code == 200, response.text
+                assert response.json()["model_version"] == version
+                output = response.json()["outputs"][0]
+                values = np.reshape(output["data"], output["shape"])
+                session = onnxruntime.InferenceSession(entry / version / "model.onnx")
+                np.testing.assert_allclose(values, session.run(None, {"inputs": x})[0], rtol=1e-6, atol=1e-7)
             if name != "sine_rnn":  # classifiers: probabilities (one sigmoid unit, or a softmax)
                 assert ((values >= 0) & (values <= 1)).all()
                 if values.shape[1] > 1:
@@ -186,18 +192,37 @@ def test_dvc_status_lists_what_each_kind_of_change_reruns(tiny_project: Path):
 
 
 def test_a_forced_rerun_leaves_every_out_hash_in_dvc_lock_unchanged(tiny_project: Path):
-    """`dvc repro --force` of train, export, evaluate, repository and report: the same bytes.
+    """`dvc repro --force` of train, export, optimise, evaluate, repository and report: the same bytes.
 
-    Models (.npz and .keras), ONNX files, metrics, plots, repository entries and the report.
-    Two fast experiments (the NumPy MLP and a Keras one), to keep the suite short;
-    `bench/pipeline.py --force-twice` checks the whole demo pipeline.
+    Models (.npz and .keras), ONNX files, variants, metrics, plots, repository entries and the
+    report. Two fast experiments (the NumPy MLP and a Keras one), to keep the suite short, and
+    the variants of the static-QDQ and Transformer families; `bench/pipeline.py --force-twice`
+    checks the whole demo pipeline.
     """
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())["stages"]
-    stages = [f"{step}@{name}" for step in ("train", "export", "evaluate", "repository") for name in FAST]
+    steps = ("train", "export", "optimise", "evaluate", "repository")
+    stages = [f"{step}@{name}" for step in steps for name in FAST]
+    stages += ["optimise@cats_dogs_transfer", "optimise@imdb_transformer"]
     run(["dvc", "repro", "--force", "--single-item", *stages, "report"], tiny_project)
     relocked = yaml.safe_load((tiny_project / "dvc.lock").read_text())["stages"]
     for stage in [*stages, "report"]:
         assert relocked[stage]["outs"] == lock[stage]["outs"], stage
+
+
+def test_kept_variants_are_scored_and_served_beside_the_fp32_model(tiny_project: Path):
+    for name in KEPT:
+        record = Variants.read(tiny_project / "models" / "variants" / name / VARIANTS_FILE)
+        kept = [decision for decision in record.variants if decision.kept]
+        entry = tiny_project / "models" / "repository" / name
+        assert repository.versions(entry) == ["1", *(decision.version for decision in kept)], name
+        metrics = Metrics.read(tiny_project / "metrics" / f"{name}.json")
+        assert set(metrics.variants) == {"optimised", "int8"}
+        for decision in record.variants:
+            scores = metrics.variants[decision.kind]
+            assert (scores.kept, scores.version) == (decision.kept, decision.version)
+            assert (scores.test is not None) == decision.kept
+            if decision.kept:
+                assert scores.test_change == pytest.approx(scores.test - metrics.headline.value)
 
 
 # ---- what each stage reads, against what dvc.yaml declares -----------------------------------

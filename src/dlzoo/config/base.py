@@ -74,6 +74,14 @@ class RecordedMapping(dict):
         return super().values()
 
 
+class RecordedValues(RecordedMapping):
+    """A mapping of plain values by name (`optimise.int8`): looking one up reads only its key."""
+
+    def __getitem__(self, name):
+        _READ.add(_join(self._path, str(name)))
+        return super().__getitem__(name)
+
+
 def keys_read() -> set[str]:
     """The key paths read from built configs since the last `forget_reads()`."""
     return set(_READ)
@@ -145,7 +153,7 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict) or not value:
             raise InvalidInput(f"{key}: expected a non-empty mapping, got {value!r}")
         converted = {name: _convert(value_kind, item, _join(key, str(name))) for name, item in value.items()}
-        return RecordedMapping(converted, key) if dataclasses.is_dataclass(value_kind) else converted
+        return (RecordedMapping if dataclasses.is_dataclass(value_kind) else RecordedValues)(converted, key)
     if origin in (typing.Union, types.UnionType):
         # Only optional blocks are unions here: `null` switches the block off.
         if value is None and type(None) in typing.get_args(kind):

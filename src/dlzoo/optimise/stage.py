@@ -29,6 +29,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -116,12 +117,25 @@ def optimise(export_dir: Path, data_dir: Path, family: str, settings: OptimiseSe
     record = Variants(
         experiment=metadata.name,
         family=family,
+        settings=applied_settings(settings, family),
         fp32_sha256=metadata.onnx_sha256,
         onnxruntime_version=onnxruntime.__version__,
         fusions=fusions,
         variants=decisions,
     )
     return Optimised(record, files)
+
+
+def applied_settings(settings: OptimiseSettings, family: str) -> dict[str, Any]:
+    """Every setting the stage reads for this family, recorded with its decisions."""
+    return {
+        "graph_level": settings.graph_level,
+        "int8": settings.int8[family],
+        "transformer_fusion": family in settings.transformer_fusion,
+        "max_accuracy_drop": settings.max_accuracy_drop,
+        "max_loss_increase": settings.max_loss_increase,
+        "calibration_samples": settings.calibration_samples,
+    }
 
 
 def write(out_dir: Path, optimised: Optimised) -> None:

@@ -23,6 +23,7 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
                 "metric": headline_text(results),
                 "parameters": f"{metadata.parameters:,}",
                 "onnx": f"{model_path.stat().st_size / 1024:.0f} KiB",
+                "versions": versions_text(results, repository.versions(entry)),
                 "plots": " ".join(
                     f"[{png.stem}]({os.path.relpath(png, out.parent)})"
                     for png in sorted((plots_dir / name).glob("*.png"))
@@ -30,6 +31,18 @@ def rows(names: list[str], metrics_dir: Path, repository_dir: Path, plots_dir: P
             }
         )
     return found
+
+
+def versions_text(results: Metrics, served: list[str]) -> str:
+    """The versions served, each with its test headline's change from FP32; the highest answers
+    unversioned requests: "1 fp32, 2 optimised +0.0000, 3 int8 -0.0012 (default)"."""
+    parts = []
+    for version in served:
+        kind = next((k for k, v in repository.VERSIONS.items() if v == version), version)
+        scores = (results.variants or {}).get(kind)
+        change = f" {scores.test_change:+.4f}" if scores and scores.test_change is not None else ""
+        parts.append(f"{version} {kind}{change}")
+    return ", ".join(parts) + " (default)" if parts else "-"
 
 
 def label(results: Metrics) -> str:
@@ -87,7 +100,15 @@ def _interval(results: Metrics) -> str:
 
 
 def render(table: list[dict], profile: str, compared: list[str]) -> str:
-    header = ["experiment", "task", "test metric (ONNX)", "parameters", "ONNX size", "plots"]
+    header = [
+        "experiment",
+        "task",
+        "test metric (ONNX)",
+        "parameters",
+        "ONNX size",
+        "versions (test vs FP32)",
+        "plots",
+    ]
     lines = [
         f"# dlzoo summary ({profile} profile)",
         "",
@@ -97,7 +118,10 @@ def render(table: list[dict], profile: str, compared: list[str]) -> str:
     for row in table:
         lines.append(
             "| "
-            + " | ".join(row[key] for key in ("experiment", "task", "metric", "parameters", "onnx", "plots"))
+            + " | ".join(
+                row[key]
+                for key in ("experiment", "task", "metric", "parameters", "onnx", "versions", "plots")
+            )
             + " |"
         )
     if compared:

@@ -223,18 +223,23 @@ def _version_metadata(model_dir: Path, version: str) -> ExportMetadata:
     return metadata
 
 
-def load_model(model_dir: Path, overrides: Overrides, version: str = repository.VERSION) -> ServedModel:
-    version_dir = model_dir / version
-    metadata = _version_metadata(model_dir, version)
-    config = overrides.apply(repository.read_config(model_dir))
+def _verified_model(version_dir: Path, metadata: ExportMetadata) -> bytes:
     payload = (version_dir / repository.MODEL_FILE).read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
     if digest != metadata.onnx_sha256:
         raise RepositoryError(
             f"{version_dir / repository.MODEL_FILE}: SHA-256 {digest} does not match its metadata "
             f"({metadata.onnx_sha256}); the file was changed or half-written: re-export it with "
-            f"`dvc repro repository@{model_dir.name}`"
+            f"`dvc repro repository@{version_dir.parent.name}`"
         )
+    return payload
+
+
+def load_model(model_dir: Path, overrides: Overrides, version: str = repository.VERSION) -> ServedModel:
+    version_dir = model_dir / version
+    metadata = _version_metadata(model_dir, version)
+    config = overrides.apply(repository.read_config(model_dir))
+    payload = _verified_model(version_dir, metadata)
     vocabulary = None
     if metadata.preprocessing.type == "text":
         vocabulary = Vocabulary.load(version_dir / metadata.preprocessing.vocabulary)
