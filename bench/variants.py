@@ -7,7 +7,7 @@ Sessions are made as `dlzoo serve` makes them (every graph optimisation, a fixed
 inputs are all-ones tensors of the model's shape (the speed of these models does not depend on
 the values). INT8 speed depends on the CPU's VNNI instructions: the flags are printed first.
 
-    python bench/variants.py [--workspace DIR] [--runs 200] [--threads N] [experiment ...]
+    python bench/variants.py [--workspace DIR] [--runs 1000] [--rounds 5] [--threads N] [experiment ...]
 """
 
 from __future__ import annotations
@@ -43,30 +43,44 @@ def test_metric(metrics: Metrics | None, kind: str) -> str:
     return f"{scores.test:.4f} ({scores.test_change:+.4f})"
 
 
-def measure(path: Path, metadata: ExportMetadata, runs: int, threads: int) -> dict[int, dict[str, float]]:
-    session = onnxruntime.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
-    # batch 32 costs ~32x batch 1: fewer runs keep the benchmark's time per version even
+def measure(entry: Path, runs: int, rounds: int, threads: int) -> dict[str, dict[int, dict[str, float]]]:
+    """p50/p99 per version and batch size. The versions take turns, `rounds` times, so that a
+    drift of this machine's speed spreads over all of them instead of favouring one."""
+    sessions = {
+        version: onnxruntime.InferenceSession(
+            entry / version / MODEL_FILE, session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        for version in repository.versions(entry)
+    }
+    metadata = ExportMetadata.read(entry / repository.VERSION / METADATA_FILE)
+    timings = {version: {batch: [] for batch in BATCHES} for version in sessions}
+    for _ in range(rounds):
+        for version, session in sessions.items():
+            for batch in BATCHES:
+                count = max(runs // batch // rounds, 10)  # batch 32 costs ~32x batch 1
+                timings[version][batch] += onnx_model.timings_ms(session, sample(metadata, batch), count)
     return {
-        batch: onnx_model.latency_ms(session, sample(metadata, batch), max(runs // batch, 20))
-        for batch in BATCHES
+        version: {
+            batch: {f"p{q}": float(np.percentile(found, q)) for q in (50, 99)}
+            for batch, found in batches.items()
+        }
+        for version, batches in timings.items()
     }
 
 
-def rows(entry: Path, metrics: Metrics | None, runs: int, threads: int) -> list[str]:
+def rows(entry: Path, metrics: Metrics | None, args: argparse.Namespace) -> list[str]:
     found = []
-    fp32_bytes = None
-    for version in repository.versions(entry):
+    timings = measure(entry, args.runs, args.rounds, args.threads)
+    fp32_bytes = (entry / repository.VERSION / MODEL_FILE).stat().st_size
+    for version, timing in timings.items():
         metadata = ExportMetadata.read(entry / version / METADATA_FILE)
-        path = entry / version / MODEL_FILE
-        size = path.stat().st_size
-        fp32_bytes = fp32_bytes or size
-        timings = measure(path, metadata, runs, threads)
+        size = (entry / version / MODEL_FILE).stat().st_size
         cells = [
             entry.name,
             f"{version} {metadata.variant}",
             f"{size / 1024:,.1f} KiB ({size / fp32_bytes:.2f}x)",
             test_metric(metrics, metadata.variant),
-            *(f"{timings[batch]['p50']:.3f} / {timings[batch]['p99']:.3f}" for batch in BATCHES),
+            *(f"{timing[batch]['p50']:.3f} / {timing[batch]['p99']:.3f}" for batch in BATCHES),
         ]
         found.append("| " + " | ".join(cells) + " |")
     return found
@@ -77,7 +91,8 @@ def main() -> None:
     parser.add_argument(
         "--workspace", type=Path, default=Path("."), help="holds models/repository and metrics"
     )
-    parser.add_argument("--runs", type=int, default=200, help="timed runs at batch 1 (fewer at 32)")
+    parser.add_argument("--runs", type=int, default=1000, help="timed runs at batch 1 (fewer at 32)")
+    parser.add_argument("--rounds", type=int, default=5, help="turns the versions take (see measure)")
     parser.add_argument("--threads", type=int, default=default_threads(), help="intra-op threads per session")
     parser.add_argument("experiments", nargs="*", help="default: every entry of the repository")
     args = parser.parse_args()
@@ -93,7 +108,7 @@ def main() -> None:
     for name in names:
         metrics_file = args.workspace / "metrics" / f"{name}.json"
         metrics = Metrics.read(metrics_file) if metrics_file.is_file() else None
-        for row in rows(root / name, metrics, args.runs, args.threads):
+        for row in rows(root / name, metrics, args):
             print(row, flush=True)
 
 

@@ -44,6 +44,11 @@ def predict(onnx_session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
 
 def latency_ms(onnx_session: ort.InferenceSession, x: np.ndarray, runs: int) -> dict[str, float]:
     """p50 and p99 of one session run on `x`, in milliseconds, after two warm-up runs."""
+    timings = timings_ms(onnx_session, x, runs)
+    return {"p50": float(np.percentile(timings, 50)), "p99": float(np.percentile(timings, 99))}
+
+
+def timings_ms(onnx_session: ort.InferenceSession, x: np.ndarray, runs: int) -> list[float]:
     feed = {INPUT_NAME: x.astype(input_dtype(onnx_session))}
     timings = []
     for run in range(runs + 2):
@@ -51,7 +56,7 @@ def latency_ms(onnx_session: ort.InferenceSession, x: np.ndarray, runs: int) -> 
         onnx_session.run([OUTPUT_NAME], feed)
         if run >= 2:  # the first runs allocate and tune
             timings.append((time.perf_counter() - started) * 1000)
-    return {"p50": float(np.percentile(timings, 50)), "p99": float(np.percentile(timings, 99))}
+    return timings
 
 
 def cpu_flags() -> list[str]:

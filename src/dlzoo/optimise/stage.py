@@ -219,11 +219,13 @@ def static_int8(prepared: Path, samples: np.ndarray, dtype: type) -> Candidate:
         CalibrationReader(samples, dtype),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        activation_type=QuantType.QInt8,
+        # uint8 activations, int8 weights (U8S8): on this x86 CPU the full-profile CNN ran a
+        # batch of 32 in 1.08 ms against 1.73 ms with int8 activations, at the same accuracy.
+        activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
     )
     method = (
-        f"static INT8 (QDQ): per-channel int8 weights, int8 activations with ranges from "
+        f"static INT8 (QDQ): per-channel int8 weights, uint8 activations with ranges from "
         f"{len(samples)} training samples (min-max)"
     )
     return Candidate("int8", method, target.read_bytes(), {})
