@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from dlzoo.evaluate import stage
 
-    files = stage.Files(args.export, args.variants, args.data, args.history, args.metrics, args.plots)
+    files = stage.Files(args.export, args.data, args.history, args.metrics, args.plots, args.variants)
     metrics = stage.run(args.experiment, files)
     print(f"{args.experiment}: test {metrics.headline.metric} {metrics.headline.value:.4f}")
 
@@ -102,7 +102,7 @@ def _track(args: argparse.Namespace) -> None:
     from dlzoo.track import stage
 
     names = list(load_params(args.params).experiments)
-    for name, outcome in stage.run(names, args.metrics, args.exports, args.variants, args.plots).items():
+    for name, outcome in stage.run(names, args.metrics, args.exports, args.plots, args.variants).items():
         print(f"{name}: {outcome}")
 
 
@@ -186,6 +186,10 @@ def _print_counts(dataset: str, info: Any) -> None:
 
 def _path(help_text: str) -> dict[str, Any]:
     return {"type": Path, "required": True, "help": help_text}
+
+
+def _optional_path(help_text: str) -> dict[str, Any]:
+    return {"type": Path, "default": None, "help": help_text}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,7 +319,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
         {
             "experiment": EXPERIMENT,
             "--export": _path("export directory from the export stage"),
-            "--variants": _path("variants directory from the optimise stage"),
+            "--variants": _optional_path("variants directory from the optimise stage (none: FP32 only)"),
             "--data": _path("processed data directory"),
             "--history": _path("history CSV from the train stage"),
             "--metrics": _path("metrics JSON to write"),
@@ -348,7 +352,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
         {
             "experiment": EXPERIMENT,
             "--export": _path("export directory from the export stage"),
-            "--variants": _path("variants directory from the optimise stage"),
+            "--variants": _optional_path("variants directory from the optimise stage (none: version 1 only)"),
             "--out": _path("repository entry to write"),
         },
     ),
@@ -368,7 +372,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], dict[str, d
         {
             "--metrics": _path("directory of metrics JSON files"),
             "--exports": _path("directory of export directories"),
-            "--variants": _path("directory of the optimise stage's variants directories"),
+            "--variants": _optional_path("directory of the optimise stage's variants directories"),
             "--plots": _path("directory of per-experiment plots"),
         },
     ),

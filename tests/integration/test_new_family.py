@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 import dlzoo.evaluate.stage
 import dlzoo.export.stage
+import dlzoo.optimise.stage
 import dlzoo.track.stage
 import dlzoo.train.stage
 from dlzoo import models, track
@@ -105,6 +106,7 @@ def test_a_family_in_its_own_module_trains_exports_evaluates_and_is_tracked(
     name = "imdb_conv1d"
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
     raw["experiments"] = {name: EXPERIMENT}
+    raw["optimise"]["int8"]["conv1d"] = "dynamic"  # its INT8 rule: embedding and dense weights
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(params_file)
@@ -115,13 +117,16 @@ def test_a_family_in_its_own_module_trains_exports_evaluates_and_is_tracked(
     train_files = dlzoo.train.stage.Files(data, model_dir, history, pretrained_dir=None)
     summary = dlzoo.train.stage.run(name, params, train_files, verbose=0)
     metadata = dlzoo.export.stage.run(name, params, model_dir, data, export_dir / name)
+    variants_dir = tmp_path / "variants"
+    dlzoo.optimise.stage.run(name, params, export_dir / name, data, variants_dir / name)
     files = dlzoo.evaluate.stage.Files(
-        export_dir / name, data, history, metrics_dir / f"{name}.json", plots_dir / name
+        export_dir / name, data, history, metrics_dir / f"{name}.json", plots_dir / name, variants_dir / name
     )
     metrics = dlzoo.evaluate.stage.run(name, files)
+    assert set(metrics.variants) == {"optimised", "int8"}
     client = MlflowClient(store)
     trained = client.get_run(track.training_run_id(summary.task, name, metadata.source_sha256)).info
-    outcomes = dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir)
+    outcomes = dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir, variants_dir)
 
     assert summary == TrainSummary.read(model_dir / SUMMARY_FILE)
     assert summary.family == "conv1d" and summary.epochs == 2

@@ -32,6 +32,9 @@ pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]
 SETTINGS = load_params(PROJECT / "params.yaml").optimise
 SERVED = ("mlp_vector", "cnn_image", "transformer_text")  # dynamic, static QDQ, transformer fusion
+# The tiny models are untrained: INT8 can flip the argmax of their near-uniform outputs. The gate
+# has its own tests below; here every variant passes, so that each is checked and served.
+LENIENT = dataclasses.replace(SETTINGS, max_accuracy_drop=1.0, max_loss_increase=1e6)
 
 
 def optimised(tiny_repository: Path, demo_data: Path, name: str, settings=SETTINGS) -> stage.Optimised:
@@ -45,7 +48,7 @@ def variants(tiny_repository: Path, demo_data: Path, tmp_path_factory) -> Path:
     """The optimise stage's directory for every tiny model."""
     root = tmp_path_factory.mktemp("variants")
     for name in MODELS:
-        stage.write(root / name, optimised(tiny_repository, demo_data, name))
+        stage.write(root / name, optimised(tiny_repository, demo_data, name, LENIENT))
     return root
 
 

@@ -41,11 +41,11 @@ class Files:
     """What the stage reads and writes."""
 
     export_dir: Path  # from the export stage: model.onnx and metadata.json
-    variants_dir: Path  # from the optimise stage: variants.json and the kept variants
     data_dir: Path  # processed data
     history_file: Path  # per-epoch CSV from the train stage
     metrics_file: Path  # metrics/<experiment>.json to write
     plots_dir: Path  # PNG plots (and the predictions CSV for dvc plots) to write
+    variants_dir: Path | None = None  # from the optimise stage: variants.json and the kept variants
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def run(name: str, files: Files) -> Metrics:
         _example_plot(evaluation, *load_split(files.data_dir, "test"))
         headline = scoring.headline(problem, scores)
         metrics = Metrics(
-            variants=variant_scores(evaluation, files.variants_dir, headline),
+            variants=variant_scores(evaluation, files.variants_dir, headline) if files.variants_dir else None,
             experiment=name,
             task=metadata.task,
             problem=problem,

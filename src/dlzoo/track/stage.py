@@ -30,16 +30,18 @@ LATENCY_RUNS = 20  # per version and batch size: a rough comparison; bench/varia
 
 
 def run(
-    names: list[str], metrics_dir: Path, exports_dir: Path, variants_dir: Path, plots_dir: Path
+    names: list[str], metrics_dir: Path, exports_dir: Path, plots_dir: Path, variants_dir: Path | None = None
 ) -> dict[str, str]:
-    """{experiment: 'logged' | 'unchanged'} for every experiment."""
+    """{experiment: 'logged' | 'unchanged'} for every experiment (variants: the optimise stage's)."""
     return {
-        name: _track(name, metrics_dir, exports_dir / name, variants_dir / name, plots_dir / name)
+        name: _track(
+            name, metrics_dir, exports_dir / name, plots_dir / name, variants_dir and variants_dir / name
+        )
         for name in names
     }
 
 
-def _track(name: str, metrics_dir: Path, export_dir: Path, variants_dir: Path, plots_dir: Path) -> str:
+def _track(name: str, metrics_dir: Path, export_dir: Path, plots_dir: Path, variants_dir: Path | None) -> str:
     metrics_file = metrics_dir / f"{name}.json"
     onnx_file = export_dir / repository.MODEL_FILE
     metadata = ExportMetadata.read(export_dir / repository.METADATA_FILE)
@@ -53,12 +55,14 @@ def _track(name: str, metrics_dir: Path, export_dir: Path, variants_dir: Path, p
     for split in SPLITS:
         if split in results:
             values |= track.scalar_metrics(split, results[split])
-    values |= _variant_values(results.get("variants") or {}, export_dir, variants_dir)
+    if variants_dir is not None:
+        values |= _variant_values(results.get("variants") or {}, export_dir, variants_dir)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()])
     client.log_dict(run_id, results, "evaluation/metrics.json")
     client.log_artifacts(run_id, str(plots_dir), artifact_path="evaluation")
-    client.log_dict(run_id, load_json(variants_dir / VARIANTS_FILE), "optimise/variants.json")
+    if variants_dir is not None:
+        client.log_dict(run_id, load_json(variants_dir / VARIANTS_FILE), "optimise/variants.json")
     client.set_tag(run_id, "dlzoo.cpu_flags", " ".join(onnx_model.cpu_flags()) or "unknown")
     _log_onnx(name, onnx_file, run_id)
     client.set_tag(run_id, LOGGED_TAG, digest)
