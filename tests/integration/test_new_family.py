@@ -149,6 +149,17 @@ def test_a_family_in_its_own_module_trains_exports_evaluates_and_is_tracked(
     }
     assert run.data.metrics["test_accuracy"] == metrics.test.accuracy
     assert run.data.metrics["onnx_parity_max_abs_diff"] == metadata.parity.max_abs_diff
+    # The optimise stage's decisions and deltas, and each served file's latency, beside them.
+    for kind, scores in metrics.variants.items():
+        assert run.data.metrics[f"variant_{kind}_kept"] == float(scores.kept)
+        if scores.kept:
+            assert run.data.metrics[f"variant_{kind}_test_change"] == scores.test_change
+            assert run.data.metrics[f"variant_{kind}_latency_ms_p50_batch32"] > 0
+    assert run.data.metrics["variant_fp32_latency_ms_p99_batch1"] > 0
+    assert run.data.tags["dlzoo.cpu_flags"]
+    assert "optimise/variants.json" in {
+        item.path for item in client.list_artifacts(run.info.run_id, "optimise")
+    }
     # A second track run finds its results in the run: no new model version is registered.
     assert dlzoo.track.stage.run([name], metrics_dir, export_dir, plots_dir) == {name: "unchanged"}
     (version,) = client.search_model_versions(f"name = 'dlzoo-{name}'")
