@@ -153,6 +153,14 @@ def write(out_dir: Path, optimised: Optimised) -> None:
 def transformer_fused(payload: bytes) -> tuple[bytes, dict[str, int]]:
     """ONNX Runtime's transformer optimiser (BERT patterns: attention, LayerNorm, GELU...) on the
     FP32 graph; returns the fused graph and the fused operators it found."""
+    import onnxruntime.transformers as tools
+
+    # ONNX Runtime's transformer tools import their siblings as top-level modules, relying on the
+    # package's __init__ having appended its directory to sys.path; a process that restored
+    # sys.path since (pytest does, between tests) would fail with "No module named fusion_options".
+    directory = str(Path(tools.__file__).parent)
+    if directory not in sys.path:
+        sys.path.append(directory)
     from onnxruntime.transformers.optimizer import optimize_model
 
     # bert_tf: the patterns of graphs that tf2onnx wrote; heads and width are read off the graph.
